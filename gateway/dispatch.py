@@ -1,0 +1,153 @@
+"""Sending one invocation to a container: pick, queue, breaker, safe retries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import balancer
+from gateway.breaker import State
+from gateway.config import Config
+from gateway.errors import (
+    FunctionLoadFailed,
+    FunctionNotFound,
+    Unavailable,
+    UpstreamBroken,
+    UpstreamTimeout,
+)
+from gateway.retry_budget import RetryBudget
+from gateway.routes import Routes
+from gateway.upstream import Container, FunctionRoute
+from hearth.runtime_client import RuntimeBroken, RuntimeUnavailable
+from runtime.protocol import REFUSED_OUTCOMES
+
+
+@dataclass(slots=True)
+class Result:
+    meta: dict[str, Any]
+    body: bytes
+    container: Container
+    attempts: int
+
+
+class Dispatcher:
+    """Routes invocations over a function's containers."""
+
+    def __init__(
+        self, config: Config, routes: Routes, on_demand: Callable[[str], None],
+        on_suspect: Callable[[Container], None], clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.routes = routes
+        self.on_demand = on_demand  # a queue formed: tell the pool manager now
+        self.on_suspect = on_suspect  # a breaker opened
+        self.clock = clock
+        self.budget = RetryBudget(config.retry_ratio, config.retry_min_per_s)
+        self.inflight: dict[str, int] = {}
+        self.retries = 0
+
+    def route(self, name: str) -> FunctionRoute:
+        route = self.routes.functions.get(name)
+        if route is None:
+            raise FunctionNotFound(f"no function named {name!r}")
+        return route
+
+    def _pick(self, route: FunctionRoute, tried: set[str]) -> Container | None:
+        now = self.clock()
+        candidates = [
+            balancer.Candidate(c.key, c.inflight, c.concurrency, c.breaker.allows(now) and c.key not in tried)
+            for c in route.containers
+        ]
+        route.rr += 1
+        chosen = balancer.pick(candidates, route.rr)
+        if chosen is None:
+            return None
+        return next(c for c in route.containers if c.key == chosen.key)
+
+    async def _acquire(self, name: str, tried: set[str], deadline: float) -> Container:
+        """A container with a free slot, waiting in the function's queue if need be."""
+        while True:
+            route = self.route(name)
+            container = self._pick(route, tried)
+            if container is not None:
+                return container
+            self._refuse_hopeless(route, tried)
+            self.on_demand(name)
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise Unavailable("no container became free in time", retry_after_s=1)
+            await self.routes.queue(name).wait(remaining)
+
+    def _refuse_hopeless(self, route: FunctionRoute, tried: set[str]) -> None:
+        if not route.containers and route.load_error:
+            raise FunctionLoadFailed(f"function {route.name!r} failed to load: {route.load_error}")
+        if route.containers and all(
+            not c.breaker.allows(self.clock()) or c.key in tried for c in route.containers
+        ):
+            raise Unavailable(
+                f"every container of {route.name!r} is failing; replacements are being started",
+                retry_after_s=max(1, round(self.config.breaker_open_s)),
+            )
+
+    async def invoke(self, name: str, meta: dict[str, Any], body: bytes) -> Result:
+        route = self.route(name)
+        self.budget.on_request(self.clock())
+        deadline = self.clock() + self.config.queue_timeout_s
+        tried: set[str] = set()
+        attempts = 0
+        self.inflight[name] = self.inflight.get(name, 0) + 1
+        try:
+            while True:
+                attempts += 1
+                container = await self._acquire(name, tried, deadline)
+                try:
+                    answer, out = await self._send(name, container, route.timeout_s, meta, body)
+                except RuntimeUnavailable:
+                    # Never reached the container: safe to try another.
+                    tried.add(container.key)
+                    if attempts >= self.config.max_attempts or not self.budget.try_spend(self.clock()):
+                        raise Unavailable(f"container {container.key} could not be reached", 1) from None
+                    self.retries += 1
+                    continue
+                if answer.get("outcome") in REFUSED_OUTCOMES and attempts < self.config.max_attempts:
+                    tried.add(container.key)
+                    self.retries += 1
+                    continue
+                return Result(answer, out, container, attempts)
+        finally:
+            self.inflight[name] -= 1
+
+    async def _send(
+        self, name: str, container: Container, timeout_s: float, meta: dict[str, Any], body: bytes
+    ) -> tuple[dict[str, Any], bytes]:
+        container.inflight += 1
+        now = self.clock()
+        container.breaker.on_dispatch(now)
+        meta["timeout_s"] = timeout_s
+        try:
+            conn = await container.connection(self.config.connect_timeout_s)
+            answer, out = await conn.call(meta, body, timeout_s + self.config.timeout_margin_s)
+        except RuntimeUnavailable:
+            self._failed(container)
+            raise
+        except RuntimeBroken as exc:
+            self._failed(container)
+            if isinstance(exc.__cause__, TimeoutError):
+                raise UpstreamTimeout(f"container {container.key} did not answer in time") from None
+            raise UpstreamBroken(f"container {container.key} broke the connection: {exc}") from None
+        finally:
+            container.inflight -= 1
+            waiting = self.routes.queues.get(name)
+            if waiting is not None:
+                waiting.wake_one()
+        container.breaker.on_success(self.clock())
+        container.served += 1
+        container.give_back(conn)
+        return answer, out
+
+    def _failed(self, container: Container) -> None:
+        if container.breaker.on_failure(self.clock()) is State.OPEN:
+            self.on_suspect(container)
+

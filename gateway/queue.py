@@ -1,0 +1,52 @@
+"""A bounded wait line per function for requests that find every container busy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from gateway.errors import QueueFull, QueueTimeout
+
+
+class WaitQueue:
+    """FIFO waiters woken when a slot frees or the routing table changes."""
+
+    def __init__(self, max_waiting: int) -> None:
+        self.max_waiting = max_waiting
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Wait for a wake-up; raises QueueFull at once, QueueTimeout past ``timeout_s``."""
+        if len(self._waiters) >= self.max_waiting:
+            raise QueueFull("too many requests are waiting for this function", retry_after_s=1)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            raise QueueTimeout(
+                f"no container became free within {timeout_s:g} s", retry_after_s=max(1, round(timeout_s))
+            ) from None
+        finally:
+            if not fut.done():
+                fut.cancel()
+            try:
+                self._waiters.remove(fut)
+            except ValueError:
+                pass
+
+    def wake_one(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def wake_all(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,68 @@
+"""``python -m pool_manager``: warm containers, the registry and the control API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from pool_manager.backend import BackendError
+from pool_manager.config import Config, ConfigError
+from pool_manager.control_api import make_app
+from pool_manager.docker_backend import DockerBackend
+from pool_manager.pool import Pool
+from pool_manager.registry import Registry
+
+log = logging.getLogger("hearth.pool_manager")
+
+
+async def serve(config: Config) -> None:
+    backend = DockerBackend()
+    await backend.ping()
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config.sockets_dir.mkdir(parents=True, exist_ok=True)
+    pool = Pool(config, backend, Registry(config.functions_dir))
+    await pool.adopt()
+    await pool.reconcile()
+    runner = web.AppRunner(make_app(config, pool), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.control_host, config.control_port, shutdown_timeout=2.0)
+    await site.start()
+    log.info("control API on http://%s:%d", config.control_host, config.control_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    health = asyncio.create_task(pool.health_loop())
+    await stop.wait()
+    log.info("stopping (%s containers)", "removing" if config.remove_on_exit else "leaving")
+    health.cancel()
+    pool.routes.close()  # release long-polling gateways at once
+    await runner.cleanup()
+    await pool.shutdown(remove=config.remove_on_exit)
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=os.environ.get("HEARTH_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        config = Config.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"pool_manager: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(config))
+    except BackendError as exc:
+        print(f"pool_manager: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

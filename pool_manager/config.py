@@ -1,0 +1,107 @@
+"""The pool manager's settings: one frozen object, built from HEARTH_* variables."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hearth.env import (
+    ConfigError,
+    default_data_dir,
+    env_bool,
+    env_float,
+    env_int,
+    env_port,
+    env_str,
+)
+
+__all__ = ["Config", "ConfigError"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the pool manager reads from its environment."""
+
+    data_dir: Path
+    admin_token: str
+    control_token: str
+    control_host: str
+    control_port: int
+    image: str
+    pool_id: str
+    prewarm: int
+    default_memory_mb: int
+    max_memory_mb: int
+    default_timeout_s: float
+    max_timeout_s: float
+    cpus: float
+    pids_limit: int
+    tmpfs_mb: int
+    health_interval_s: float
+    health_timeout_s: float
+    start_timeout_s: float
+    max_containers: int
+    remove_on_exit: bool
+    routes_poll_s: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        admin_token = environ.get("HEARTH_ADMIN_TOKEN", "")
+        if len(admin_token) < 8:
+            raise ConfigError("HEARTH_ADMIN_TOKEN must be set to a secret of at least 8 characters")
+        data_dir = Path(env_str(environ, "HEARTH_DATA_DIR", str(default_data_dir(environ))))
+        data_dir = data_dir.expanduser().resolve()
+        # Containers are labelled with the pool id, so two Hearths on one
+        # engine (or a test beside a real install) never adopt each other's.
+        default_pool = hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]
+        pool_id = env_str(environ, "HEARTH_POOL_ID", default_pool)
+        if not pool_id.replace("-", "").isalnum() or len(pool_id) > 32:
+            raise ConfigError(f"HEARTH_POOL_ID must be 1-32 letters, digits or '-', got {pool_id!r}")
+        config = cls(
+            data_dir=data_dir,
+            admin_token=admin_token,
+            control_token=env_str(environ, "HEARTH_CONTROL_TOKEN", admin_token),
+            control_host=env_str(environ, "HEARTH_CONTROL_HOST", "127.0.0.1"),
+            control_port=env_port(environ, "HEARTH_CONTROL_PORT", 8081),
+            image=env_str(environ, "HEARTH_RUNTIME_IMAGE", "hearth-runtime:latest"),
+            pool_id=pool_id,
+            prewarm=env_int(environ, "HEARTH_PREWARM", 2),
+            default_memory_mb=env_int(environ, "HEARTH_DEFAULT_MEMORY_MB", 128, minimum=16),
+            max_memory_mb=env_int(environ, "HEARTH_MAX_MEMORY_MB", 2048, minimum=16),
+            default_timeout_s=env_float(environ, "HEARTH_DEFAULT_TIMEOUT_S", 30.0, minimum=0.01),
+            max_timeout_s=env_float(environ, "HEARTH_MAX_TIMEOUT_S", 300.0, minimum=0.01),
+            cpus=env_float(environ, "HEARTH_CONTAINER_CPUS", 1.0, minimum=0.01),
+            pids_limit=env_int(environ, "HEARTH_PIDS_LIMIT", 128, minimum=8),
+            tmpfs_mb=env_int(environ, "HEARTH_TMPFS_MB", 64, minimum=1),
+            health_interval_s=env_float(environ, "HEARTH_HEALTH_INTERVAL_S", 2.0, minimum=0.05),
+            health_timeout_s=env_float(environ, "HEARTH_HEALTH_TIMEOUT_S", 2.0, minimum=0.05),
+            start_timeout_s=env_float(environ, "HEARTH_START_TIMEOUT_S", 30.0, minimum=1.0),
+            max_containers=env_int(environ, "HEARTH_MAX_CONTAINERS", 64, minimum=1),
+            remove_on_exit=env_bool(environ, "HEARTH_REMOVE_ON_EXIT", False),
+            routes_poll_s=env_float(environ, "HEARTH_ROUTES_POLL_S", 25.0, minimum=0.1),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.default_memory_mb > self.max_memory_mb:
+            raise ConfigError("HEARTH_DEFAULT_MEMORY_MB must not exceed HEARTH_MAX_MEMORY_MB")
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ConfigError("HEARTH_DEFAULT_TIMEOUT_S must not exceed HEARTH_MAX_TIMEOUT_S")
+        if self.prewarm > self.max_containers:
+            raise ConfigError("HEARTH_PREWARM must not exceed HEARTH_MAX_CONTAINERS")
+
+    @property
+    def functions_dir(self) -> Path:
+        return self.data_dir / "functions"
+
+    @property
+    def sockets_dir(self) -> Path:
+        return self.data_dir / "sockets"
+
+
+def from_process_env() -> Config:
+    return Config.from_env(os.environ)

@@ -1,0 +1,127 @@
+"""One container and the steps of its life: start, specialize, health, removal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hearth.runtime_client import RuntimeBroken, RuntimeUnavailable, call_once
+from pool_manager.backend import LABEL_POOL, LABEL_ROLE, ContainerBackend, ContainerSpec
+from pool_manager.config import Config
+from pool_manager.registry import FunctionSpec
+from runtime.protocol import SOCKET_NAME
+
+STARTING, READY, DRAINING = "starting", "ready", "draining"
+
+
+class StartFailed(Exception):
+    """A container did not come up, or its function did not load."""
+
+
+@dataclass
+class Instance:
+    """A container the pool owns: generic until specialized to one function."""
+
+    name: str
+    socket_dir: Path
+    id: str = ""
+    function: str | None = None
+    version: str | None = None
+    state: str = STARTING
+    network: bool = False
+    created_at: float = field(default_factory=time.monotonic)
+    health_failures: int = 0
+
+    @property
+    def socket_path(self) -> str:
+        return str(self.socket_dir / SOCKET_NAME)
+
+    @property
+    def generic(self) -> bool:
+        return self.function is None
+
+    def route(self) -> dict[str, Any]:
+        return {"id": self.id[:12], "socket": self.socket_path}
+
+
+def new_instance(config: Config, network: bool = False) -> Instance:
+    name = f"hearth-{config.pool_id}-{secrets.token_hex(4)}"
+    return Instance(name=name, socket_dir=config.sockets_dir / name, network=network)
+
+
+async def start(config: Config, backend: ContainerBackend, inst: Instance, memory_mb: int) -> None:
+    """Create the container and wait until its runtime answers."""
+    inst.socket_dir.mkdir(parents=True, exist_ok=True)
+    # The runtime runs as nobody and must create its socket here.
+    os.chmod(inst.socket_dir, 0o777)
+    spec = ContainerSpec(
+        name=inst.name,
+        image=config.image,
+        socket_dir=inst.socket_dir,
+        memory_mb=memory_mb,
+        cpus=config.cpus,
+        pids_limit=config.pids_limit,
+        tmpfs_mb=config.tmpfs_mb,
+        network=inst.network,
+        labels={LABEL_POOL: config.pool_id, LABEL_ROLE: "function"},
+    )
+    info = await backend.create(spec)
+    inst.id = info.id
+    await wait_ready(inst, config.start_timeout_s)
+
+
+async def wait_ready(inst: Instance, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.005
+    while time.monotonic() < deadline:
+        try:
+            meta, _ = await call_once(inst.socket_path, {"op": "health"}, timeout_s=1.0)
+            if meta.get("ok"):
+                return
+        except (RuntimeUnavailable, RuntimeBroken):
+            pass
+        await asyncio.sleep(delay_s)
+        delay_s = min(delay_s * 1.5, 0.1)
+    raise StartFailed(f"container {inst.name} did not answer within {timeout_s:g} s")
+
+
+async def load(inst: Instance, spec: FunctionSpec, code: bytes, timeout_s: float) -> None:
+    """Specialize: send the function's code to the runtime, which imports it once."""
+    meta = {
+        "op": "load",
+        "function": spec.name,
+        "version": spec.version,
+        "handler": spec.handler,
+        "env": spec.env,
+        "concurrency": spec.concurrency,
+        "timeout_s": spec.timeout_s,
+    }
+    try:
+        answer, _ = await call_once(inst.socket_path, meta, code, timeout_s=timeout_s)
+    except (RuntimeUnavailable, RuntimeBroken) as exc:
+        raise StartFailed(f"load of {spec.name} into {inst.name} failed: {exc}") from exc
+    if not answer.get("ok"):
+        error = answer.get("error") or {}
+        raise StartFailed(f"{spec.name} failed to load: {error.get('message', answer)}")
+    inst.function, inst.version = spec.name, spec.version
+
+
+async def health(inst: Instance, timeout_s: float) -> dict[str, Any] | None:
+    """The runtime's own health answer, or None when it does not answer."""
+    try:
+        meta, _ = await call_once(inst.socket_path, {"op": "health"}, timeout_s=timeout_s)
+    except (RuntimeUnavailable, RuntimeBroken):
+        return None
+    return meta if meta.get("ok") else None
+
+
+async def destroy(backend: ContainerBackend, inst: Instance) -> None:
+    if inst.id:
+        await backend.remove(inst.id)
+    shutil.rmtree(inst.socket_dir, ignore_errors=True)
