@@ -25,11 +25,20 @@ class WaitQueue:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
-            await asyncio.wait_for(fut, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await fut
         except TimeoutError:
+            if fut.done() and not fut.cancelled():
+                self.wake_one()  # woken just as time ran out: pass it on
             raise QueueTimeout(
                 f"no container became free within {timeout_s:g} s", retry_after_s=max(1, round(timeout_s))
             ) from None
+        except BaseException:
+            # Woken, then cancelled before it could run: pass the wake-up on,
+            # or a free slot would sit unused until someone else's timeout.
+            if fut.done() and not fut.cancelled():
+                self.wake_one()
+            raise
         finally:
             if not fut.done():
                 fut.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,28 @@ from hearth.env import (
 )
 
 __all__ = ["Config", "ConfigError"]
+
+
+# A unix socket path must fit in 108 bytes; the runtime's socket sits two
+# levels below this directory.
+MAX_SOCKET_DIR_LEN = 80
+
+
+def _sockets_dir(environ: Mapping[str, str], data_dir: Path, pool_id: str) -> Path:
+    given = environ.get("HEARTH_SOCKET_DIR", "")
+    if given:
+        path = Path(given).expanduser().resolve()
+        if len(str(path)) > MAX_SOCKET_DIR_LEN:
+            raise ConfigError(
+                f"HEARTH_SOCKET_DIR must be at most {MAX_SOCKET_DIR_LEN} characters "
+                f"(unix socket paths are short), got {len(str(path))}"
+            )
+        return path
+    under_data = data_dir / "sockets"
+    if len(str(under_data)) <= MAX_SOCKET_DIR_LEN:
+        return under_data
+    # A deep data dir (a test's tmp dir, say) would make socket paths too long.
+    return Path("/tmp") / f"hearth-{os.getuid()}-{pool_id}"
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,7 @@ class Config:
     max_containers: int
     remove_on_exit: bool
     routes_poll_s: float
+    sockets_dir: Path
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -58,7 +82,7 @@ class Config:
         # engine (or a test beside a real install) never adopt each other's.
         default_pool = hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]
         pool_id = env_str(environ, "HEARTH_POOL_ID", default_pool)
-        if not pool_id.replace("-", "").isalnum() or len(pool_id) > 32:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}", pool_id):
             raise ConfigError(f"HEARTH_POOL_ID must be 1-32 letters, digits or '-', got {pool_id!r}")
         config = cls(
             data_dir=data_dir,
@@ -82,6 +106,7 @@ class Config:
             max_containers=env_int(environ, "HEARTH_MAX_CONTAINERS", 64, minimum=1),
             remove_on_exit=env_bool(environ, "HEARTH_REMOVE_ON_EXIT", False),
             routes_poll_s=env_float(environ, "HEARTH_ROUTES_POLL_S", 25.0, minimum=0.1),
+            sockets_dir=_sockets_dir(environ, data_dir, pool_id),
         )
         config.validate()
         return config
@@ -98,9 +123,6 @@ class Config:
     def functions_dir(self) -> Path:
         return self.data_dir / "functions"
 
-    @property
-    def sockets_dir(self) -> Path:
-        return self.data_dir / "sockets"
 
 
 def from_process_env() -> Config:

@@ -50,9 +50,14 @@ class Instance:
         return {"id": self.id[:12], "socket": self.socket_path}
 
 
+def socket_dir(config: Config, name: str) -> Path:
+    # Only the name's random tail: the whole path must stay under 108 bytes.
+    return config.sockets_dir / name.rsplit("-", 1)[-1]
+
+
 def new_instance(config: Config, network: bool = False) -> Instance:
     name = f"hearth-{config.pool_id}-{secrets.token_hex(4)}"
-    return Instance(name=name, socket_dir=config.sockets_dir / name, network=network)
+    return Instance(name=name, socket_dir=socket_dir(config, name), network=network)
 
 
 async def start(config: Config, backend: ContainerBackend, inst: Instance, memory_mb: int) -> None:
@@ -122,6 +127,5 @@ async def health(inst: Instance, timeout_s: float) -> dict[str, Any] | None:
 
 
 async def destroy(backend: ContainerBackend, inst: Instance) -> None:
-    if inst.id:
-        await backend.remove(inst.id)
+    await backend.remove(inst.id or inst.name)
     shutil.rmtree(inst.socket_dir, ignore_errors=True)

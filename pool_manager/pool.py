@@ -188,7 +188,7 @@ class Pool:
         self.publish()
 
     async def _adopt_one(self, container_id: str, name: str, running: bool) -> bool:
-        inst = instances.Instance(name=name, socket_dir=self.config.sockets_dir / name, id=container_id)
+        inst = Instance(name=name, socket_dir=instances.socket_dir(self.config, name), id=container_id)
         answer = await instances.health(inst, self.config.health_timeout_s) if running else None
         try:
             spec = self.registry.get(answer["function"]) if answer and answer.get("function") else None

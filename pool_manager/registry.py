@@ -132,10 +132,18 @@ def _zip_from_archive(raw: bytes) -> bytes:
                     raise InvalidSpec(f"archive member {member.name!r} is not a regular file")
                 data = tf.extractfile(member)
                 assert data is not None
-                zf.writestr(_safe_member(member.name.removeprefix("./")), data.read())
+                zf.writestr(_entry(_safe_member(member.name.removeprefix("./"))), data.read())
     except tarfile.TarError as exc:
         raise InvalidSpec(f"archive is neither a zip nor a tar.gz: {exc}") from None
     return out.getvalue()
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    # A fixed timestamp: the same code must give the same bytes, hence the
+    # same version, or every redeploy would replace all containers.
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
 
 
 def code_from_body(body: dict[str, Any]) -> bytes:
@@ -148,7 +156,7 @@ def code_from_body(body: dict[str, Any]) -> bytes:
             raise InvalidSpec("source must be a string of Python code")
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("main.py", source)
+            zf.writestr(_entry("main.py"), source)
         code = out.getvalue()
     else:
         if not isinstance(archive, str):
@@ -173,7 +181,8 @@ def spec_from_body(name: str, body: Any, code: bytes, config: Config) -> Functio
     if not isinstance(handler, str) or not HANDLER_RE.fullmatch(handler):
         raise InvalidSpec("handler must look like module.function, e.g. main.handle")
     min_scale = _integer(body, "min_scale", 0, 0, config.max_containers)
-    max_scale = _integer(body, "max_scale", max(10, min_scale), 1, config.max_containers)
+    default_max = min(config.max_containers, max(10, min_scale))
+    max_scale = _integer(body, "max_scale", default_max, 1, config.max_containers)
     if min_scale > max_scale:
         raise InvalidSpec(f"min_scale ({min_scale}) must not exceed max_scale ({max_scale})")
     secret = body.get("webhook_secret")

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The one test command for a fresh machine: install, make sure Docker and the
+# runtime image are there, then lint, type-check and run the tests.
+# Extra arguments go to pytest (e.g. bash scripts/test.sh -k breaker -x).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+log() { printf '[test] %s\n' "$*" >&2; }
+
+export HEARTH_RUNTIME_IMAGE=hearth-runtime:latest
+
+log "installing hearth with test extras"
+python3 -m pip install -q -e '.[test]'
+bash scripts/engine.sh
+bash scripts/image.sh
+
+log "ruff"
+python3 -m ruff check .
+log "mypy"
+python3 -m mypy gateway hearth pool_manager runtime
+log "pytest"
+status=0
+python3 -m pytest -q "$@" || status=$?
+if [ "$status" = 5 ]; then
+    log "pytest collected no tests: failing"
+    exit 1
+fi
+exit "$status"
