@@ -96,7 +96,9 @@ async def wait_ready(inst: Instance, timeout_s: float) -> None:
     raise StartFailed(f"container {inst.name} did not answer within {timeout_s:g} s")
 
 
-async def load(inst: Instance, spec: FunctionSpec, code: bytes, timeout_s: float) -> None:
+async def load(
+    inst: Instance, spec: FunctionSpec, code: bytes, timeout_s: float, extra: dict[str, Any] | None = None
+) -> None:
     """Specialize: send the function's code to the runtime, which imports it once."""
     meta = {
         "op": "load",
@@ -106,6 +108,7 @@ async def load(inst: Instance, spec: FunctionSpec, code: bytes, timeout_s: float
         "env": spec.env,
         "concurrency": spec.concurrency,
         "timeout_s": spec.timeout_s,
+        **(extra or {}),
     }
     try:
         answer, _ = await call_once(inst.socket_path, meta, code, timeout_s=timeout_s)

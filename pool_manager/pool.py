@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from pool_manager import instances
@@ -17,6 +18,15 @@ from pool_manager.registry import FunctionSpec, Registry, UnknownFunction
 from pool_manager.routing import RoutingTable
 
 log = logging.getLogger("hearth.pool")
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A function Hearth itself provides: its spec, code and extra load settings."""
+
+    spec: FunctionSpec
+    code: bytes
+    load_meta: dict[str, Any]
 
 
 class Pool:
@@ -32,6 +42,28 @@ class Pool:
         self.demand: dict[str, int] = {}  # function -> requests in flight or queued
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
+        # Functions Hearth runs for itself (the /execute sandbox): routed and
+        # scaled like any other, but not in the user's registry. Their names
+        # start with "_", which no user function can.
+        self.builtins: dict[str, Builtin] = {}
+
+    def add_builtin(
+        self, spec: FunctionSpec, code: bytes = b"", load_meta: dict[str, Any] | None = None
+    ) -> None:
+        self.builtins[spec.name] = Builtin(spec, code, load_meta or {})
+
+    def specs(self) -> list[FunctionSpec]:
+        return self.registry.all() + [b.spec for b in self.builtins.values()]
+
+    def spec(self, name: str) -> FunctionSpec:
+        builtin = self.builtins.get(name)
+        return builtin.spec if builtin else self.registry.get(name)
+
+    def _code(self, spec: FunctionSpec) -> tuple[bytes, dict[str, Any]]:
+        builtin = self.builtins.get(spec.name)
+        if builtin is not None:
+            return builtin.code, builtin.load_meta
+        return self.registry.code(spec), {}
 
     # -- bookkeeping -------------------------------------------------------
 
@@ -52,7 +84,7 @@ class Pool:
 
     def publish(self) -> None:
         table: dict[str, Any] = {}
-        for spec in self.registry.all():
+        for spec in self.specs():
             ready = [i.route() for i in self.of_function(spec.name, (READY,)) if i.version == spec.version]
             table[spec.name] = {
                 "version": spec.version,
@@ -94,7 +126,8 @@ class Pool:
                 await instances.start(self.config, self.backend, inst, spec.memory_mb)
             elif spec.memory_mb != self.config.default_memory_mb:
                 await self.backend.set_memory(inst.id, spec.memory_mb)
-            await instances.load(inst, spec, self.registry.code(spec), self.config.start_timeout_s)
+            code, load_meta = self._code(spec)
+            await instances.load(inst, spec, code, self.config.start_timeout_s, load_meta)
         except (StartFailed, BackendError, OSError) as exc:
             log.warning("specializing %s failed: %s", spec.name, exc)
             self.load_errors[spec.name] = str(exc)
@@ -142,7 +175,7 @@ class Pool:
     async def reconcile(self) -> None:
         """Bring container counts to what is wanted; safe to call any time."""
         async with self._lock:
-            for spec in self.registry.all():
+            for spec in self.specs():
                 missing = self._wanted(spec) - len(self.of_function(spec.name))
                 for _ in range(max(0, min(missing, self._room() + len(self.generics())))):
                     self._spawn(self._specialize(spec))
@@ -191,7 +224,7 @@ class Pool:
         inst = Instance(name=name, socket_dir=instances.socket_dir(self.config, name), id=container_id)
         answer = await instances.health(inst, self.config.health_timeout_s) if running else None
         try:
-            spec = self.registry.get(answer["function"]) if answer and answer.get("function") else None
+            spec = self.spec(answer["function"]) if answer and answer.get("function") else None
         except UnknownFunction:
             spec = None
         usable = answer is not None and (
