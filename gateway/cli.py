@@ -284,3 +284,7 @@ def _unreachable_message(base_url: str, err: GatewayUnreachable) -> str:
     if err.refused:
         message += " Is Hearth running? Start it with `hearth up`."
     return message
+
+
+if __name__ == "__main__":
+    sys.exit(main())
