@@ -72,7 +72,7 @@ async def via_gateway(url: str, clients: int, total: int) -> dict[str, float]:
 async def direct(sockets: list[str], clients: int, total: int) -> dict[str, float]:
     conns = [await RuntimeConnection.open(sockets[i % len(sockets)]) for i in range(clients)]
     free = list(conns)
-    meta = {"op": "invoke", "id": "bench", "call_id": None, "method": "GET", "path": "/",
+    meta: dict[str, Any] = {"op": "invoke", "id": "bench", "call_id": None, "method": "GET", "path": "/",
             "query": "", "headers": [], "timeout_s": 10.0}
 
     async def call() -> None:

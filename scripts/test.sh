@@ -17,7 +17,7 @@ bash scripts/image.sh
 log "ruff"
 python3 -m ruff check .
 log "mypy"
-python3 -m mypy gateway hearth pool_manager runtime
+python3 -m mypy gateway hearth pool_manager runtime loadtest
 log "pytest"
 status=0
 python3 -m pytest -q "$@" || status=$?
