@@ -10,6 +10,7 @@ import sys
 
 from aiohttp import web
 
+from pool_manager import health
 from pool_manager.backend import BackendError
 from pool_manager.config import Config, ConfigError
 from pool_manager.control_api import make_app
@@ -26,7 +27,7 @@ async def serve(config: Config) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.sockets_dir.mkdir(parents=True, exist_ok=True)
     pool = Pool(config, backend, Registry(config.functions_dir))
-    await pool.adopt()
+    await health.adopt(pool)
     await pool.reconcile()
     runner = web.AppRunner(make_app(config, pool), access_log=None)
     await runner.setup()
@@ -37,10 +38,10 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    health = asyncio.create_task(pool.health_loop())
+    rounds = asyncio.create_task(health.loop(pool))
     await stop.wait()
     log.info("stopping (%s containers)", "removing" if config.remove_on_exit else "leaving")
-    health.cancel()
+    rounds.cancel()
     pool.routes.close()  # release long-polling gateways at once
     await runner.cleanup()
     await pool.shutdown(remove=config.remove_on_exit)

@@ -18,6 +18,7 @@ from hearth.env import (
     env_port,
     env_str,
 )
+from pool_manager.autoscaler import POLICY_LIMITS, ScalePolicy, policy_errors
 
 __all__ = ["Config", "ConfigError"]
 
@@ -42,6 +43,33 @@ def _sockets_dir(environ: Mapping[str, str], data_dir: Path, pool_id: str) -> Pa
         return under_data
     # A deep data dir (a test's tmp dir, say) would make socket paths too long.
     return Path("/tmp") / f"hearth-{os.getuid()}-{pool_id}"
+
+
+# Variable name for each ScalePolicy knob, e.g. HEARTH_STABLE_WINDOW_S.
+POLICY_VARS = {name: f"HEARTH_{name.upper()}" for name in POLICY_LIMITS}
+
+
+def _scale_policy(environ: Mapping[str, str]) -> ScalePolicy:
+    defaults = ScalePolicy()
+    values = {name: env_float(environ, var, getattr(defaults, name)) for name, var in POLICY_VARS.items()}
+    policy = ScalePolicy(**values)
+    errors = policy_errors(policy)
+    if errors:
+        # Name the variable, not the knob: that is what the operator set.
+        for name, var in POLICY_VARS.items():
+            errors = [e.replace(name, var) for e in errors]
+        raise ConfigError("; ".join(errors))
+    return policy
+
+
+def default_budget(default_memory_mb: int) -> int:
+    """Containers the host can hold: 80 % of its memory at the default size, within 4..256."""
+    try:
+        with open("/proc/meminfo") as f:
+            total_kb = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        return 64
+    return max(4, min(256, int(total_kb / 1024 * 0.8 / default_memory_mb)))
 
 
 @dataclass(frozen=True)
@@ -70,6 +98,9 @@ class Config:
     remove_on_exit: bool
     routes_poll_s: float
     sockets_dir: Path
+    scale_policy: ScalePolicy
+    prewarm_max: int
+    autoscale_tick_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -84,6 +115,8 @@ class Config:
         pool_id = env_str(environ, "HEARTH_POOL_ID", default_pool)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}", pool_id):
             raise ConfigError(f"HEARTH_POOL_ID must be 1-32 letters, digits or '-', got {pool_id!r}")
+        default_memory_mb = env_int(environ, "HEARTH_DEFAULT_MEMORY_MB", 128, minimum=16)
+        prewarm = env_int(environ, "HEARTH_PREWARM", 2)
         config = cls(
             data_dir=data_dir,
             admin_token=admin_token,
@@ -92,8 +125,8 @@ class Config:
             control_port=env_port(environ, "HEARTH_CONTROL_PORT", 8081),
             image=env_str(environ, "HEARTH_RUNTIME_IMAGE", "hearth-runtime:latest"),
             pool_id=pool_id,
-            prewarm=env_int(environ, "HEARTH_PREWARM", 2),
-            default_memory_mb=env_int(environ, "HEARTH_DEFAULT_MEMORY_MB", 128, minimum=16),
+            prewarm=prewarm,
+            default_memory_mb=default_memory_mb,
             max_memory_mb=env_int(environ, "HEARTH_MAX_MEMORY_MB", 2048, minimum=16),
             default_timeout_s=env_float(environ, "HEARTH_DEFAULT_TIMEOUT_S", 30.0, minimum=0.01),
             max_timeout_s=env_float(environ, "HEARTH_MAX_TIMEOUT_S", 300.0, minimum=0.01),
@@ -103,10 +136,15 @@ class Config:
             health_interval_s=env_float(environ, "HEARTH_HEALTH_INTERVAL_S", 2.0, minimum=0.05),
             health_timeout_s=env_float(environ, "HEARTH_HEALTH_TIMEOUT_S", 2.0, minimum=0.05),
             start_timeout_s=env_float(environ, "HEARTH_START_TIMEOUT_S", 30.0, minimum=1.0),
-            max_containers=env_int(environ, "HEARTH_MAX_CONTAINERS", 64, minimum=1),
+            max_containers=env_int(
+                environ, "HEARTH_MAX_CONTAINERS", default_budget(default_memory_mb), minimum=1
+            ),
             remove_on_exit=env_bool(environ, "HEARTH_REMOVE_ON_EXIT", False),
             routes_poll_s=env_float(environ, "HEARTH_ROUTES_POLL_S", 25.0, minimum=0.1),
             sockets_dir=_sockets_dir(environ, data_dir, pool_id),
+            scale_policy=_scale_policy(environ),
+            prewarm_max=env_int(environ, "HEARTH_PREWARM_MAX", max(prewarm, 8)),
+            autoscale_tick_s=env_float(environ, "HEARTH_AUTOSCALE_TICK_S", 1.0, minimum=0.05),
         )
         config.validate()
         return config
@@ -116,6 +154,8 @@ class Config:
             raise ConfigError("HEARTH_DEFAULT_MEMORY_MB must not exceed HEARTH_MAX_MEMORY_MB")
         if self.default_timeout_s > self.max_timeout_s:
             raise ConfigError("HEARTH_DEFAULT_TIMEOUT_S must not exceed HEARTH_MAX_TIMEOUT_S")
+        if self.prewarm_max < self.prewarm:
+            raise ConfigError("HEARTH_PREWARM_MAX must be at least HEARTH_PREWARM")
         if self.prewarm > self.max_containers:
             raise ConfigError("HEARTH_PREWARM must not exceed HEARTH_MAX_CONTAINERS")
 

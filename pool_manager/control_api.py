@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from pool_manager import health
 from pool_manager.config import Config
 from pool_manager.pool import Pool
 from pool_manager.registry import (
@@ -65,6 +66,7 @@ def _describe(pool: Pool, name: str) -> dict[str, Any]:
         **spec.public(),
         "containers": pool.counts(name),
         "load_error": pool.load_errors.get(name),
+        "scaling": pool.scaler.describe(name),
     }
 
 
@@ -123,17 +125,25 @@ async def post_load(request: web.Request) -> web.Response:
     functions = body.get("functions") if isinstance(body, dict) else None
     if not isinstance(functions, dict):
         raise InvalidSpec("expected {\"functions\": {name: {\"inflight\": n, \"queued\": n}}}")
-    demand = {}
+    demand: dict[str, float] = {}
     for name, load in functions.items():
         if isinstance(load, dict):
-            demand[name] = int(load.get("inflight", 0)) + int(load.get("queued", 0))
+            try:
+                demand[name] = float(load.get("inflight", 0)) + float(load.get("queued", 0))
+            except (TypeError, ValueError):
+                raise InvalidSpec(f"load of {name!r} must hold numbers") from None
     await request.app[POOL_KEY].report_demand(demand)
     return json_response({"ok": True})
 
 
 async def post_suspect(request: web.Request) -> web.Response:
-    await request.app[POOL_KEY].suspect(request.match_info["id"])
+    await health.suspect(request.app[POOL_KEY], request.match_info["id"])
     return json_response({"ok": True})
+
+
+async def post_retire(request: web.Request) -> web.Response:
+    retired = await request.app[POOL_KEY].retire_container(request.match_info["id"])
+    return json_response({"ok": retired})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -157,4 +167,5 @@ def make_app(config: Config, pool: Pool) -> web.Application:
     app.router.add_get("/v1/routes", get_routes)
     app.router.add_post("/v1/load", post_load)
     app.router.add_post("/v1/containers/{id}/suspect", post_suspect)
+    app.router.add_post("/v1/containers/{id}/retire", post_retire)
     return app

@@ -132,3 +132,18 @@ async def health(inst: Instance, timeout_s: float) -> dict[str, Any] | None:
 async def destroy(backend: ContainerBackend, inst: Instance) -> None:
     await backend.remove(inst.id or inst.name)
     shutil.rmtree(inst.socket_dir, ignore_errors=True)
+
+
+async def drain(inst: Instance, drain_s: float, health_timeout_s: float) -> None:
+    """Wait until the runtime has nothing in flight (or ``drain_s`` passed).
+
+    The gateway stops routing to a draining container once it sees the new
+    routing table, a moment after it is published: wait that moment first.
+    """
+    deadline = time.monotonic() + drain_s
+    await asyncio.sleep(0.3)
+    while time.monotonic() < deadline:
+        answer = await health(inst, health_timeout_s)
+        if answer is None or not answer.get("busy"):
+            return
+        await asyncio.sleep(0.1)

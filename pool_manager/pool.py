@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +13,9 @@ from pool_manager import instances
 from pool_manager.backend import BackendError, ContainerBackend
 from pool_manager.config import Config
 from pool_manager.instances import DRAINING, READY, STARTING, Instance, StartFailed
-from pool_manager.registry import FunctionSpec, Registry, UnknownFunction
+from pool_manager.registry import FunctionSpec, Registry
 from pool_manager.routing import RoutingTable
+from pool_manager.scaling import Scaler
 
 log = logging.getLogger("hearth.pool")
 
@@ -32,14 +32,19 @@ class Builtin:
 class Pool:
     """Owns containers: prewarms, specializes, replaces, adopts, publishes routes."""
 
-    def __init__(self, config: Config, backend: ContainerBackend, registry: Registry) -> None:
+    def __init__(
+        self, config: Config, backend: ContainerBackend, registry: Registry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self.clock = clock
+        self.scaler = Scaler(config.scale_policy, config.prewarm, config.prewarm_max)
         self.backend = backend
         self.registry = registry
         self.routes = RoutingTable()
         self.instances: dict[str, Instance] = {}  # by container name
+        self.dropping: set[str] = set()  # being removed: not strays
         self.load_errors: dict[str, str] = {}
-        self.demand: dict[str, int] = {}  # function -> requests in flight or queued
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
         # Functions Hearth runs for itself (the /execute sandbox): routed and
@@ -92,6 +97,9 @@ class Pool:
                 "timeout_s": spec.timeout_s,
                 "containers": sorted(ready, key=lambda r: r["id"]),
                 "load_error": self.load_errors.get(spec.name),
+                # The gateway verifies hook signatures itself; the table only
+                # travels over the token-protected control API.
+                "webhook_secret": spec.webhook_secret,
             }
         self.routes.publish(table)
 
@@ -108,12 +116,12 @@ class Pool:
             await instances.start(self.config, self.backend, inst, self.config.default_memory_mb)
         except (StartFailed, BackendError) as exc:
             log.warning("generic container failed to start: %s", exc)
-            await self._drop(inst)
+            await self.drop(inst)
             return
         inst.state = READY
         self._spawn(self.reconcile())
 
-    async def _specialize(self, spec: FunctionSpec) -> None:
+    async def _specialize(self, spec: FunctionSpec, cold: bool = False) -> None:
         """Turn a warm generic container (or, failing that, a new one) into ``spec``'s."""
         inst = self._take_generic(spec)
         fresh = inst is None
@@ -131,10 +139,12 @@ class Pool:
         except (StartFailed, BackendError, OSError) as exc:
             log.warning("specializing %s failed: %s", spec.name, exc)
             self.load_errors[spec.name] = str(exc)
-            await self._drop(inst)
+            self.scaler.load_failed(spec.name, self.clock())
+            await self.drop(inst)
             self.publish()
             return
         self.load_errors.pop(spec.name, None)
+        self.scaler.load_succeeded(spec.name, self.clock(), cold)
         inst.state = READY
         log.info("container %s serves %s", inst.name, spec.name)
         self.publish()
@@ -148,152 +158,113 @@ class Pool:
             return inst
         return None
 
-    async def _drop(self, inst: Instance) -> None:
+    async def drop(self, inst: Instance) -> None:
+        """Forget ``inst`` and remove its container."""
         self.instances.pop(inst.name, None)
+        self.dropping.add(inst.name)
         try:
             await instances.destroy(self.backend, inst)
         except BackendError as exc:
             log.warning("removing %s failed: %s", inst.name, exc)
+        finally:
+            self.dropping.discard(inst.name)
 
-    async def retire(self, inst: Instance, grace_s: float = 0.0) -> None:
-        """Stop routing to ``inst``, let in-flight work finish (bounded), then remove it."""
+    async def retire(self, inst: Instance, drain_s: float = 0.0) -> None:
+        """Stop routing to ``inst``, let in-flight work finish (at most ``drain_s``), remove it."""
         inst.state = DRAINING
         self.publish()
-        if grace_s:
-            await asyncio.sleep(grace_s)
-        await self._drop(inst)
+        if drain_s > 0:
+            await instances.drain(inst, drain_s, self.config.health_timeout_s)
+        await self.drop(inst)
+
+    async def retire_container(self, container_id: str) -> bool:
+        """Retire the ready container whose id starts with ``container_id``."""
+        for inst in list(self.instances.values()):
+            if inst.id.startswith(container_id) and inst.state == READY:
+                spec_timeout_s = self.spec(inst.function).timeout_s if inst.function else 0.0
+                inst.state = DRAINING
+                self._spawn(self.retire(inst, drain_s=spec_timeout_s + 5.0))
+                self._spawn(self.reconcile())
+                return True
+        return False
 
     # -- decisions ---------------------------------------------------------
 
-    def _wanted(self, spec: FunctionSpec) -> int:
-        demand = self.demand.get(spec.name, 0)
-        wanted = math.ceil(demand / spec.concurrency)
-        if self.load_errors.get(spec.name) and not self.of_function(spec.name, (READY,)):
-            wanted = min(wanted, 1)  # do not burn containers on code that fails to load
-        return max(spec.min_scale, min(spec.max_scale, wanted))
+    def _budget(self, name: str) -> int:
+        others = sum(1 for i in self.instances.values() if i.function not in (None, name))
+        return self.config.max_containers - others
 
     async def reconcile(self) -> None:
-        """Bring container counts to what is wanted; safe to call any time."""
+        """Bring each function to its autoscaler decision, and the prewarm pool to size."""
         async with self._lock:
+            now = self.clock()
             for spec in self.specs():
-                missing = self._wanted(spec) - len(self.of_function(spec.name))
-                for _ in range(max(0, min(missing, self._room() + len(self.generics())))):
-                    self._spawn(self._specialize(spec))
-                    await asyncio.sleep(0)  # let it claim its generic container
-            starting = len(self.generics((STARTING, READY)))
-            for _ in range(max(0, min(self.config.prewarm - starting, self._room()))):
+                current = self.of_function(spec.name)
+                ready = sum(1 for i in current if i.state == READY)
+                decision = self.scaler.decide(spec, ready, self._budget(spec.name), now)
+                missing = decision.desired - len(current)
+                if missing > 0 and self.scaler.may_load(spec.name, now):
+                    cold = self.scaler.waiting(spec.name, ready * spec.concurrency)
+                    for _ in range(min(missing, self._room() + len(self.generics()))):
+                        self._spawn(self._specialize(spec, cold))
+                        await asyncio.sleep(0)  # let it claim its generic container
+                elif missing < 0:
+                    self._scale_down(spec, current, -missing)
+            spare = len(self.generics((STARTING, READY)))
+            for _ in range(max(0, min(self.scaler.prewarm_wanted(now) - spare, self._room()))):
                 self._spawn(self._start_generic())
             self.publish()
 
-    async def report_demand(self, load: dict[str, int]) -> None:
-        self.demand = {name: max(0, int(n)) for name, n in load.items()}
+    def _scale_down(self, spec: FunctionSpec, current: list[Instance], excess: int) -> None:
+        # Only ready containers are retired; ones still starting finish first.
+        victims = sorted((i for i in current if i.state == READY), key=lambda i: i.created_at)[-excess:]
+        for inst in victims:
+            inst.state = DRAINING
+            self._spawn(self.retire(inst, drain_s=spec.timeout_s + 5.0))
+
+    async def report_demand(self, load: dict[str, float]) -> None:
+        """A gateway load report: concurrency per function (in flight plus queued)."""
+        names = [spec.name for spec in self.specs()]
+        self.scaler.record(names, load, self.clock())
         await self.reconcile()
 
     # -- functions ---------------------------------------------------------
 
     async def deployed(self, spec: FunctionSpec, previous: FunctionSpec | None) -> None:
         self.load_errors.pop(spec.name, None)
+        self.scaler.reset_backoff(spec.name)  # new code deserves a fresh try
         if previous is not None and previous.version != spec.version:
-            old = [
-                i for i in self.instances.values() if i.function == spec.name and i.version != spec.version
-            ]
-            grace_s = min(previous.timeout_s, 30.0) + 1.0
+            old = [i for i in self.of_function(spec.name) if i.version != spec.version]
             for inst in old:
-                self._spawn(self.retire(inst, grace_s))
-            # Keep as many containers as served the old version.
-            self.demand[spec.name] = max(self.demand.get(spec.name, 0), len(old) * spec.concurrency)
+                inst.state = DRAINING
+                self._spawn(self.retire(inst, drain_s=previous.timeout_s + 5.0))
+            # Replace like for like, so an update does not send callers to cold starts.
+            for _ in range(min(len(old), spec.max_scale)):
+                self._spawn(self._specialize(spec))
+                await asyncio.sleep(0)
         await self.reconcile()
 
     async def removed(self, name: str) -> None:
-        self.demand.pop(name, None)
         self.load_errors.pop(name, None)
+        self.scaler.forget(name)
         victims = [i for i in self.instances.values() if i.function == name]
         self.publish()
-        await asyncio.gather(*(self._drop(i) for i in victims))
-
-    # -- health and adoption -------------------------------------------------
-
-    async def adopt(self) -> None:
-        """Take over the containers a previous pool manager left; remove the rest."""
-        found = await self.backend.list(self.config.pool_id)
-        keep = await asyncio.gather(*(self._adopt_one(info.id, info.name, info.running) for info in found))
-        log.info("adopted %d of %d containers", sum(keep), len(found))
-        self.publish()
-
-    async def _adopt_one(self, container_id: str, name: str, running: bool) -> bool:
-        inst = Instance(name=name, socket_dir=instances.socket_dir(self.config, name), id=container_id)
-        answer = await instances.health(inst, self.config.health_timeout_s) if running else None
-        try:
-            spec = self.spec(answer["function"]) if answer and answer.get("function") else None
-        except UnknownFunction:
-            spec = None
-        usable = answer is not None and (
-            answer.get("function") is None or (spec is not None and answer.get("version") == spec.version)
-        )
-        if not usable:
-            await instances.destroy(self.backend, inst)
-            return False
-        assert answer is not None
-        inst.function, inst.version, inst.state = answer.get("function"), answer.get("version"), READY
-        self.instances[name] = inst
-        return True
-
-    async def check_health(self) -> None:
-        """Replace containers that are gone, stopped or not answering their runtime."""
-        try:
-            listed = {c.name: c for c in await self.backend.list(self.config.pool_id)}
-        except BackendError as exc:
-            log.warning("engine does not answer: %s", exc)
-            return
-        ready = [i for i in self.instances.values() if i.state == READY]
-        answers = await asyncio.gather(*(instances.health(i, self.config.health_timeout_s) for i in ready))
-        changed = False
-        for inst, answer in zip(ready, answers, strict=True):
-            info = listed.get(inst.name)
-            inst.health_failures = 0 if answer else inst.health_failures + 1
-            if info is None or not info.running or inst.health_failures >= 2:
-                log.warning("replacing unhealthy container %s (%s)", inst.name, inst.function or "generic")
-                await self._drop(inst)
-                changed = True
-        await self._remove_strays(listed)
-        if changed:
-            self.publish()
-            await self.reconcile()
-
-    async def _remove_strays(self, listed: dict[str, Any]) -> None:
-        for name, info in listed.items():
-            if name not in self.instances:
-                log.warning("removing stray container %s", name)
-                await self.backend.remove(info.id)
-
-    async def suspect(self, container_id: str) -> None:
-        """The gateway's breaker opened on this container: check it now."""
-        for inst in list(self.instances.values()):
-            if inst.id.startswith(container_id) and inst.state == READY:
-                if await instances.health(inst, self.config.health_timeout_s) is None:
-                    await self._drop(inst)
-                    self.publish()
-                    await self.reconcile()
-                return
-
-    async def health_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.health_interval_s)
-            try:
-                await self.check_health()
-                await self.reconcile()
-            except Exception:  # the loop must survive anything one round hits
-                log.exception("health round failed")
+        await asyncio.gather(*(self.drop(i) for i in victims))
 
     async def shutdown(self, remove: bool) -> None:
         for task in list(self._tasks):
             task.cancel()
         if remove:
-            await asyncio.gather(*(self._drop(i) for i in list(self.instances.values())))
+            await asyncio.gather(*(self.drop(i) for i in list(self.instances.values())))
 
     def status(self) -> dict[str, Any]:
         return {
-            "generic": {"ready": len(self.generics()), "starting": len(self.generics((STARTING,)))},
+            "generic": {
+                "ready": len(self.generics()),
+                "starting": len(self.generics((STARTING,))),
+                "wanted": self.scaler.prewarm_wanted(self.clock()),
+            },
+            "budget": self.config.max_containers,
             "containers": len(self.instances),
             "routes_version": self.routes.version,
             "time": time.time(),

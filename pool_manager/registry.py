@@ -16,12 +16,13 @@ import os
 import re
 import tarfile
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from pool_manager.autoscaler import POLICY_LIMITS, policy_errors
 from pool_manager.config import Config
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -30,7 +31,7 @@ ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_CODE_BYTES = 16 << 20
 SPEC_FIELDS = {
     "source", "archive", "handler", "timeout_s", "memory_mb", "concurrency",
-    "min_scale", "max_scale", "env", "network", "webhook_secret",
+    "min_scale", "max_scale", "env", "network", "webhook_secret", "autoscale",
 }
 
 
@@ -56,6 +57,7 @@ class FunctionSpec:
     env: dict[str, str] = field(default_factory=dict)
     network: bool = False
     webhook_secret: str | None = None
+    autoscale: dict[str, float] = field(default_factory=dict)  # overrides of the global ScalePolicy
     version: str = ""
 
     def public(self) -> dict[str, Any]:
@@ -101,6 +103,25 @@ def _env(body: dict[str, Any]) -> dict[str, str]:
         if not isinstance(value, str):
             raise InvalidSpec(f"env value of {key!r} must be a string")
     return dict(env)
+
+
+def _autoscale(body: dict[str, Any], config: Config) -> dict[str, float]:
+    overrides = body.get("autoscale", {})
+    if not isinstance(overrides, dict):
+        raise InvalidSpec("autoscale must be an object, e.g. {\"stable_window_s\": 30}")
+    unknown = set(overrides) - set(POLICY_LIMITS)
+    if unknown:
+        raise InvalidSpec(
+            f"unknown autoscale setting(s): {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(POLICY_LIMITS))}"
+        )
+    for key, value in overrides.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidSpec(f"autoscale.{key} must be a number")
+    errors = policy_errors(replace(config.scale_policy, **overrides))
+    if errors:
+        raise InvalidSpec("autoscale: " + "; ".join(errors))
+    return {key: float(value) for key, value in overrides.items()}
 
 
 def _safe_member(name: str) -> str:
@@ -202,6 +223,7 @@ def spec_from_body(name: str, body: Any, code: bytes, config: Config) -> Functio
         env=_env(body),
         network=network,
         webhook_secret=secret,
+        autoscale=_autoscale(body, config),
     )
     digest = hashlib.sha256(code)
     digest.update(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS))

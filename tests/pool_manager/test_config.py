@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pool_manager.config import Config, ConfigError
+from pool_manager.config import Config, ConfigError, default_budget
 
 TOKEN = "admin-token-123"
 
@@ -37,7 +37,7 @@ def test_defaults(base: dict[str, str], tmp_path: Path) -> None:
         "health_interval_s": 2.0,
         "health_timeout_s": 2.0,
         "start_timeout_s": 30.0,
-        "max_containers": 64,
+        "max_containers": default_budget(128),
         "remove_on_exit": False,
         "routes_poll_s": 25.0,
     }
