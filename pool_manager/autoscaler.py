@@ -148,10 +148,10 @@ def _rate_limit(desired: int, reason: str, ready: int, policy: ScalePolicy) -> t
 
 
 def _idle(desired: int, reason: str, observed: Observed, now: float, policy: ScalePolicy) -> tuple[int, str]:
-    if desired > 0 or observed.ready == 0:
+    if desired > 0:
         return desired, reason
     idle_s = now - observed.last_active
-    if idle_s < policy.scale_to_zero_grace_s:
+    if idle_s < policy.scale_to_zero_grace_s and observed.ready > 0:
         return 1, f"idle {idle_s:.0f} s, zero after {policy.scale_to_zero_grace_s:g} s"
     return 0, f"idle {idle_s:.0f} s: scaled to zero"
 

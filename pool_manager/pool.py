@@ -13,7 +13,7 @@ from pool_manager import instances
 from pool_manager.backend import BackendError, ContainerBackend
 from pool_manager.config import Config
 from pool_manager.instances import DRAINING, READY, STARTING, Instance, StartFailed
-from pool_manager.registry import FunctionSpec, Registry
+from pool_manager.registry import FunctionSpec, Registry, UnknownFunction
 from pool_manager.routing import RoutingTable
 from pool_manager.scaling import Scaler
 
@@ -121,8 +121,14 @@ class Pool:
         inst.state = READY
         self._spawn(self.reconcile())
 
-    async def _specialize(self, spec: FunctionSpec, cold: bool = False) -> None:
-        """Turn a warm generic container (or, failing that, a new one) into ``spec``'s."""
+    async def _specialize(self, wanted: FunctionSpec, cold: bool = False) -> None:
+        """Turn a warm generic container (or, failing that, a new one) into a function's."""
+        try:
+            # The spec as it is now: a deploy may have replaced the one that was decided on.
+            spec = self.spec(wanted.name)
+            code, load_meta = self._code(spec)
+        except (UnknownFunction, OSError):
+            return
         inst = self._take_generic(spec)
         fresh = inst is None
         if inst is None:
@@ -134,7 +140,6 @@ class Pool:
                 await instances.start(self.config, self.backend, inst, spec.memory_mb)
             elif spec.memory_mb != self.config.default_memory_mb:
                 await self.backend.set_memory(inst.id, spec.memory_mb)
-            code, load_meta = self._code(spec)
             await instances.load(inst, spec, code, self.config.start_timeout_s, load_meta)
         except (StartFailed, BackendError, OSError) as exc:
             log.warning("specializing %s failed: %s", spec.name, exc)
@@ -145,8 +150,9 @@ class Pool:
             return
         self.load_errors.pop(spec.name, None)
         self.scaler.load_succeeded(spec.name, self.clock(), cold)
-        inst.state = READY
-        log.info("container %s serves %s", inst.name, spec.name)
+        if inst.state == STARTING and self.instances.get(inst.name) is inst:
+            inst.state = READY  # not if it was retired (redeploy, removal) while loading
+            log.info("container %s serves %s", inst.name, spec.name)
         self.publish()
         self._spawn(self.reconcile())  # refill the prewarm pool
 
