@@ -52,6 +52,14 @@ class Breaker:
             return State.CLOSED
         return None
 
+    def trip(self, now: float) -> State | None:
+        """Open at once: the container is stuck (its runtime missed its own deadline)."""
+        self.probing = False
+        self.failures = max(self.failures, self.threshold)
+        changed = self.state is not State.OPEN
+        self.state, self.opened_at = State.OPEN, now
+        return State.OPEN if changed else None
+
     def on_failure(self, now: float) -> State | None:
         self.probing = False
         self.failures += 1

@@ -133,9 +133,13 @@ class Dispatcher:
             self._failed(container)
             raise
         except RuntimeBroken as exc:
-            self._failed(container)
             if isinstance(exc.__cause__, TimeoutError):
+                # The runtime enforces the function's timeout itself; silence
+                # past it means the container is stuck: stop sending it work.
+                if container.breaker.trip(self.clock()) is State.OPEN:
+                    self.on_suspect(container)
                 raise UpstreamTimeout(f"container {container.key} did not answer in time") from None
+            self._failed(container)
             raise UpstreamBroken(f"container {container.key} broke the connection: {exc}") from None
         finally:
             container.inflight -= 1

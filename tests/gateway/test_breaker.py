@@ -144,3 +144,12 @@ def test_allows_does_not_change_state() -> None:
     for _ in range(3):
         assert b.allows(T0 + 6)
     assert (b.state, b.probing) == (State.OPEN, False)
+
+
+def test_trip_opens_at_once_and_reports_the_change_only_once() -> None:
+    b = Breaker(threshold=3, open_s=5.0)
+    assert b.trip(now=10.0) is State.OPEN
+    assert not b.allows(now=12.0)
+    assert b.trip(now=11.0) is None  # already open; the open period restarts
+    assert b.opened_at == 11.0
+    assert b.allows(now=16.0)
