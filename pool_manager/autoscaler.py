@@ -113,9 +113,11 @@ def decide(spec: ScaleSpec, observed: Observed, now: float) -> Decision:
     policy = spec.policy
     target = max(spec.concurrency * policy.target_utilization, 1e-9)
     stable = window_average(observed.samples, now, policy.stable_window_s)
-    latest = observed.samples[-1][1] if observed.samples and observed.samples[-1][0] <= now else 0.0
+    latest = 0.0
+    if observed.samples and now - policy.panic_window_s <= observed.samples[-1][0] <= now:
+        latest = observed.samples[-1][1]  # a stale report must not keep a function in panic
     panic = max(window_average(observed.samples, now, policy.panic_window_s), latest)
-    want_stable, want_panic = math.ceil(stable / target), math.ceil(panic / target)
+    want_stable, want_panic = _containers(stable, target), _containers(panic, target)
     ready = observed.ready
 
     panic_since = observed.panic_since
@@ -135,6 +137,11 @@ def decide(spec: ScaleSpec, observed: Observed, now: float) -> Decision:
     desired, reason = _idle(desired, reason, observed, now, policy)
     desired, reason = _bounds(desired, reason, spec, observed.budget)
     return Decision(desired, reason, panic_since, stable, panic)
+
+
+def _containers(concurrency: float, target: float) -> int:
+    # Rounded first: 9 / 1.8 is 5.000000000000001 in floats, and must be 5.
+    return math.ceil(round(concurrency / target, 9))
 
 
 def _rate_limit(desired: int, reason: str, ready: int, policy: ScalePolicy) -> tuple[int, str]:

@@ -11,6 +11,7 @@ from pool_manager.autoscaler import Decision, Observed, ScalePolicy, ScaleSpec, 
 from pool_manager.registry import FunctionSpec
 
 MAX_LOAD_BACKOFF_S = 60.0
+MAX_SAMPLES = 20_000
 
 
 @dataclass
@@ -18,7 +19,9 @@ class FunctionState:
     """Everything decide() needs to remember about one function between ticks."""
 
     last_active: float
-    samples: deque[tuple[float, float]] = field(default_factory=deque)
+    # Pruned to the function's own stable window in decide(); the cap only
+    # bounds memory if decide() is not called (a report per second for hours).
+    samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
     panic_since: float | None = None
     decision: Decision | None = None
     load_failures: int = 0
@@ -54,21 +57,21 @@ class Scaler:
             st.samples.append((now, value))
             if value > 0:
                 st.last_active = now
-            horizon = now - max(self.policy.stable_window_s, 1.0) * 2
-            while st.samples and st.samples[0][0] < horizon:
-                st.samples.popleft()
 
     def policy_for(self, spec: FunctionSpec) -> ScalePolicy:
         return replace(self.policy, **spec.autoscale) if spec.autoscale else self.policy
 
     def decide(self, spec: FunctionSpec, ready: int, budget: int, now: float) -> Decision:
         st = self.state(spec.name, now)
+        policy = self.policy_for(spec)
+        while st.samples and st.samples[0][0] < now - policy.stable_window_s:
+            st.samples.popleft()
         observed = Observed(
             samples=st.samples, ready=ready, budget=budget, last_active=st.last_active,
             panic_since=st.panic_since,
             previous_desired=st.decision.desired if st.decision else 0,
         )
-        scale = ScaleSpec(spec.concurrency, spec.min_scale, spec.max_scale, self.policy_for(spec))
+        scale = ScaleSpec(spec.concurrency, spec.min_scale, spec.max_scale, policy)
         decision = decide(scale, observed, now)
         st.panic_since, st.decision = decision.panic_since, decision
         return decision

@@ -29,7 +29,8 @@ FIXED_DATE = (2024, 1, 2, 3, 4, 6)
 
 
 def make_config(tmp_path: Path, **extra: str) -> Config:
-    return Config.from_env({"HEARTH_ADMIN_TOKEN": "x" * 12, "HEARTH_DATA_DIR": str(tmp_path), "HEARTH_MAX_CONTAINERS": "64", **extra})
+    env = {"HEARTH_ADMIN_TOKEN": "x" * 12, "HEARTH_DATA_DIR": str(tmp_path), "HEARTH_MAX_CONTAINERS": "64"}
+    return Config.from_env({**env, **extra})
 
 
 @pytest.fixture
