@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -128,3 +130,28 @@ async def test_scale_down_and_redeploy_drain_without_failing_requests(engine: No
         assert statuses and set(statuses) == {200}, collections.Counter(statuses)
     finally:
         await asyncio.to_thread(s.down)
+
+
+def test_prewarm_pool_grows_with_cold_starts_and_refills(engine: None, tmp_path: Path) -> None:
+    s = Stack(tmp_path, HEARTH_PREWARM="1", HEARTH_PREWARM_MAX="4", **FAST_SCALING)
+    try:
+        s.up()
+        control = f"http://127.0.0.1:{s.control_port}/v1/status"
+
+        def status() -> dict[str, int]:
+            req = urllib.request.Request(control, headers={"Authorization": f"Bearer {s.token}"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read())["generic"]
+
+        assert status()["wanted"] == 1
+        for i in range(4):  # four functions, each met by a cold start
+            s.deploy(f"cold-{i}", "def handle(event, context):\n    return 'x'\n")
+            code, headers, _ = s.request("GET", f"/function/cold-{i}")
+            assert code == 200 and headers["X-Hearth-Start"] == "cold"
+        assert status()["wanted"] == 3  # base 1, plus one per two recent cold starts
+        deadline = time.monotonic() + 30
+        while status()["ready"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status()["ready"] == 3, status()
+    finally:
+        s.down()
