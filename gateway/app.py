@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -14,12 +15,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway import execute, metrics, openapi
 from gateway.config import Config
 from gateway.control import ControlClient, ControlUnavailable
 from gateway.dispatch import Dispatcher
 from gateway.errors import BadRequest, FunctionNotFound, GatewayError, Unauthorized, Unavailable
 from gateway.routes import Routes
 from gateway.upstream import Container
+from hearth import logs
 
 log = logging.getLogger("hearth.gateway")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -38,7 +41,7 @@ class Gateway:
         self.config = config
         self.control = ControlClient(config.control_url, config.control_token)
         self.routes = Routes(config, self.control)
-        self.dispatcher = Dispatcher(config, self.routes, self.demand, self.suspect)
+        self.dispatcher = Dispatcher(config, self.routes, self.demand, self.suspect, on_retire=self.retire)
         self._report_now = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -47,6 +50,11 @@ class Gateway:
 
     def suspect(self, container: Container) -> None:
         task = asyncio.create_task(self.control.post(f"/v1/containers/{container.key}/suspect", {}))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def retire(self, container: Container) -> None:
+        task = asyncio.create_task(self.control.post(f"/v1/containers/{container.key}/retire", {}))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -96,7 +104,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         code = (exc.reason or "error").lower().replace(" ", "_")
-        return error_response(exc.status, code, exc.reason or "error")
+        resp = error_response(exc.status, code, exc.reason or "error")
+        if "Allow" in exc.headers:  # a 405 must say which methods are (RFC 9110)
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
 
 
 def check_name(name: str) -> str:
@@ -113,14 +124,40 @@ def check_admin(request: web.Request) -> None:
 
 
 async def invoke(request: web.Request) -> web.StreamResponse:
+    """``/function/{name}[/{path}]``: counted, timed and logged around ``_invoke``."""
     gw = request.app[GATEWAY_KEY]
     name = check_name(request.match_info["name"])
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    token = logs.request_id.set(request_id)
+    started = time.perf_counter()
+    resp: web.Response | None = None
+    try:
+        resp = await _invoke(gw, request, name, request_id)
+    except GatewayError as exc:
+        resp = error_response(exc.status, exc.code, str(exc), exc.retry_after_s)
+        resp.headers["X-Request-Id"] = request_id
+    finally:
+        elapsed_s = time.perf_counter() - started
+        # Unknown names are not labels: a scanner must not grow the metric set.
+        label = name if name in gw.routes.functions else "_unknown"
+        status = resp.status if resp is not None else 500
+        metrics.REQUESTS.labels(label, str(status)).inc()
+        metrics.LATENCY.labels(label).observe(elapsed_s)
+        if gw.config.access_log:
+            log.info("invoke", extra={
+                "function": name, "status": status, "duration_ms": round(elapsed_s * 1000, 3),
+                "container": resp.headers.get("X-Hearth-Container") if resp is not None else None,
+            })
+        logs.request_id.reset(token)
+    return resp
+
+
+async def _invoke(gw: Gateway, request: web.Request, name: str, request_id: str) -> web.Response:
     if name not in gw.routes.functions:
         if not gw.routes.ready.is_set():
             raise Unavailable("the routing table is not loaded yet", retry_after_s=1)
         raise FunctionNotFound(f"no function named {name!r}")
     body = await request.read()
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     meta = {
         "op": "invoke",
         "id": request_id,
@@ -137,7 +174,10 @@ async def invoke(request: web.Request) -> web.StreamResponse:
             resp.headers.add(key, value)
     resp.headers["X-Request-Id"] = request_id
     resp.headers["X-Hearth-Container"] = result.container.key
-    resp.headers["X-Hearth-Start"] = str(result.meta.get("start", "warm"))
+    start = str(result.meta.get("start", "warm"))
+    resp.headers["X-Hearth-Start"] = start
+    kind = "prewarmed" if start == "cold" and result.container.origin == "prewarmed" else start
+    metrics.STARTS.labels(name, kind).inc()
     return resp
 
 
@@ -147,6 +187,8 @@ async def admin_functions(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
     name = request.match_info.get("name")
     path = "/v1/functions" if name is None else f"/v1/functions/{check_name(name)}"
+    if request.path.endswith("/logs"):
+        path += "/logs?" + request.query_string
     body = None
     if request.method == "PUT":
         body = await request.read()
@@ -162,6 +204,10 @@ async def admin_functions(request: web.Request) -> web.Response:
         with contextlib.suppress(orjson.JSONDecodeError, TypeError, ValueError):
             await gw.routes.wait_version(int(orjson.loads(out).get("routes_version", 0)), 5.0)
     return web.Response(status=status, body=out, content_type=content_type or "application/json")
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -187,13 +233,21 @@ async def background(app: web.Application) -> AsyncIterator[None]:
 
 def make_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=config.max_body_bytes)
-    app[GATEWAY_KEY] = Gateway(config)
+    app[GATEWAY_KEY] = gateway = Gateway(config)
+    metrics.register_gateway(gateway)
     app.cleanup_ctx.append(background)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi.handler)
     app.router.add_route("*", "/function/{name}", invoke)
     app.router.add_route("*", "/function/{name}/{path:.*}", invoke)
+    app.router.add_post("/execute", execute.handler(app[GATEWAY_KEY]))
     app.router.add_get("/system/functions", admin_functions)
     for method in ("GET", "PUT", "DELETE"):
         app.router.add_route(method, "/system/functions/{name}", admin_functions)
+    app.router.add_get("/system/functions/{name}/logs", admin_functions)
+    from gateway import calls_api  # imported here: it builds on this module's helpers
+
+    calls_api.install(app)
     return app

@@ -16,9 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.cli_calls import add_async_arguments, add_calls_arguments, run_async_invoke, run_calls
 from gateway.cli_config import CliError, Settings, default_data_dir, gateway_url
 from gateway.cli_deploy import add_deploy_arguments, deploy_payload
+from gateway.cli_exec import add_exec_arguments, run_exec
 from gateway.cli_http import GatewayUnreachable, Response, call_json, request
+from gateway.cli_logs import add_logs_arguments, run_logs
 
 __all__ = ["COMMANDS", "default_data_dir", "main"]
 
@@ -100,6 +103,7 @@ def _add_invoke_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path", default="", help="sub-path after /function/NAME, e.g. /a?b=1")
     parser.add_argument("-H", "--header", action="append", default=[], metavar="'KEY: VALUE'", dest="headers")
     parser.add_argument("-i", "--include", action="store_true", help="print the status line and headers")
+    add_async_arguments(parser)
 
 
 def _read_data(data: str | None) -> bytes | None:
@@ -142,6 +146,9 @@ def _run_invoke(args: argparse.Namespace, settings: Settings) -> int:
         headers["Content-Type"] = _guess_content_type(body)
     method = (args.method or ("POST" if body is not None else "GET")).upper()
     path = args.path if not args.path or args.path.startswith("/") else "/" + args.path
+    if args.async_ or args.callback:
+        quoted = urllib.parse.quote(path, safe=_PATH_SAFE)
+        return run_async_invoke(settings, args.name, quoted, body, headers, args)
     name = urllib.parse.quote(args.name, safe="")
     url = f"{settings.gateway_url}/function/{name}{urllib.parse.quote(path, safe=_PATH_SAFE)}"
     # Deliberately no admin token: the function would see it in its headers.
@@ -178,6 +185,10 @@ _LS_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("MIN", lambda f: f.get("min_scale")),
     ("MAX", lambda f: f.get("max_scale")),
     ("READY", lambda f: (f.get("containers") or {}).get("ready")),
+    ("STARTING", lambda f: (f.get("containers") or {}).get("starting")),
+    ("DRAINING", lambda f: (f.get("containers") or {}).get("draining")),
+    ("DESIRED", lambda f: (f.get("scaling") or {}).get("desired")),
+    ("REASON", lambda f: (f.get("scaling") or {}).get("reason")),
 ]
 
 
@@ -234,6 +245,9 @@ COMMANDS: dict[str, Command] = {
     "invoke": Command("call a function", _add_invoke_arguments, _run_invoke),
     "ls": Command("list functions", _add_ls_arguments, _run_ls),
     "rm": Command("remove a function and its containers", _add_name_argument, _run_rm),
+    "logs": Command("show what a function's containers printed", add_logs_arguments, run_logs),
+    "exec": Command("run a Python file once in the sandbox", add_exec_arguments, run_exec),
+    "calls": Command("show async calls (--state failed: dead letters)", add_calls_arguments, run_calls),
 }
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.calls_config import CallsConfig
+from gateway.execute_config import ExecuteConfig
 from hearth.env import (
     ConfigError,
     default_data_dir,
+    env_bool,
     env_float,
     env_int,
     env_port,
@@ -40,6 +43,10 @@ class Config:
     max_attempts: int
     report_interval_s: float
     shutdown_timeout_s: float
+    # Keyword-only, so fields added after it need no default.
+    calls: CallsConfig = field(default_factory=CallsConfig, kw_only=True)  # async calls, callbacks, hooks
+    execute: ExecuteConfig = field(default_factory=ExecuteConfig, kw_only=True)  # POST /execute
+    access_log: bool = field(default=True, kw_only=True)  # a JSON line per invocation
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -67,6 +74,9 @@ class Config:
             max_attempts=env_int(environ, "HEARTH_MAX_ATTEMPTS", 3, minimum=1),
             report_interval_s=env_float(environ, "HEARTH_REPORT_INTERVAL_S", 1.0, minimum=0.01),
             shutdown_timeout_s=env_float(environ, "HEARTH_SHUTDOWN_TIMEOUT_S", 30.0, minimum=0.0),
+            access_log=env_bool(environ, "HEARTH_ACCESS_LOG", True),
+            calls=CallsConfig.from_env(environ),
+            execute=ExecuteConfig.from_env(environ),
         )
         if not config.control_url.startswith(("http://", "https://")):
             raise ConfigError(f"HEARTH_CONTROL_URL must be an http(s) URL, got {config.control_url!r}")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import balancer
+from gateway import balancer, metrics
 from gateway.breaker import State
 from gateway.config import Config
 from gateway.errors import (
@@ -38,11 +38,13 @@ class Dispatcher:
     def __init__(
         self, config: Config, routes: Routes, on_demand: Callable[[str], None],
         on_suspect: Callable[[Container], None], clock: Callable[[], float] = time.monotonic,
+        on_retire: Callable[[Container], None] | None = None,
     ) -> None:
         self.config = config
         self.routes = routes
         self.on_demand = on_demand  # a queue formed: tell the pool manager now
         self.on_suspect = on_suspect  # a breaker opened
+        self.on_retire = on_retire  # a container asked to be replaced
         self.clock = clock
         self.budget = RetryBudget(config.retry_ratio, config.retry_min_per_s)
         self.inflight: dict[str, int] = {}
@@ -56,8 +58,13 @@ class Dispatcher:
 
     def _pick(self, route: FunctionRoute, tried: set[str]) -> Container | None:
         now = self.clock()
+        # A retired container (e.g. a sandbox being recycled) stays listed until
+        # the pool manager's next table, but takes nothing new.
         candidates = [
-            balancer.Candidate(c.key, c.inflight, c.concurrency, c.breaker.allows(now) and c.key not in tried)
+            balancer.Candidate(
+                c.key, c.inflight, c.concurrency,
+                c.breaker.allows(now) and c.key not in tried and not c.retired,
+            )
             for c in route.containers
         ]
         route.rr += 1
@@ -78,14 +85,18 @@ class Dispatcher:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise Unavailable("no container became free in time", retry_after_s=1)
-            await self.routes.queue(name).wait(remaining)
+            started = self.clock()
+            try:
+                await self.routes.queue(name).wait(remaining)
+            finally:
+                metrics.QUEUE_WAIT.labels(name).observe(self.clock() - started)
 
     def _refuse_hopeless(self, route: FunctionRoute, tried: set[str]) -> None:
         if not route.containers and route.load_error:
             raise FunctionLoadFailed(f"function {route.name!r} failed to load: {route.load_error}")
-        if route.containers and all(
-            not c.breaker.allows(self.clock()) or c.key in tried for c in route.containers
-        ):
+        # Retired containers do not count: their replacements are coming, so wait for them.
+        live = [c for c in route.containers if not c.retired]
+        if live and all(not c.breaker.allows(self.clock()) or c.key in tried for c in live):
             raise Unavailable(
                 f"every container of {route.name!r} is failing; replacements are being started",
                 retry_after_s=max(1, round(self.config.breaker_open_s)),
@@ -104,20 +115,31 @@ class Dispatcher:
                 container = await self._acquire(name, tried, deadline)
                 try:
                     answer, out = await self._send(name, container, route.timeout_s, meta, body)
+                    if answer.get("recycle"):
+                        self._retire(container)
                 except RuntimeUnavailable:
                     # Never reached the container: safe to try another.
                     tried.add(container.key)
                     if attempts >= self.config.max_attempts or not self.budget.try_spend(self.clock()):
                         raise Unavailable(f"container {container.key} could not be reached", 1) from None
                     self.retries += 1
+                    metrics.RETRIES.labels(name).inc()
                     continue
                 if answer.get("outcome") in REFUSED_OUTCOMES and attempts < self.config.max_attempts:
                     tried.add(container.key)
                     self.retries += 1
+                    metrics.RETRIES.labels(name).inc()
                     continue
                 return Result(answer, out, container, attempts)
         finally:
             self.inflight[name] -= 1
+
+    def _retire(self, container: Container) -> None:
+        """The container takes nothing more (a sandbox that hit a limit): route around it."""
+        if not container.retired:
+            container.close()
+            if self.on_retire is not None:
+                self.on_retire(container)  # the pool manager drains and replaces it
 
     async def _send(
         self, name: str, container: Container, timeout_s: float, meta: dict[str, Any], body: bytes
@@ -137,6 +159,7 @@ class Dispatcher:
                 # The runtime enforces the function's timeout itself; silence
                 # past it means the container is stuck: stop sending it work.
                 if container.breaker.trip(self.clock()) is State.OPEN:
+                    metrics.BREAKER_CHANGES.labels(State.OPEN.value).inc()
                     self.on_suspect(container)
                 raise UpstreamTimeout(f"container {container.key} did not answer in time") from None
             self._failed(container)
@@ -146,12 +169,14 @@ class Dispatcher:
             waiting = self.routes.queues.get(name)
             if waiting is not None:
                 waiting.wake_one()
-        container.breaker.on_success(self.clock())
+        if container.breaker.on_success(self.clock()) is not None:
+            metrics.BREAKER_CHANGES.labels(State.CLOSED.value).inc()
         container.served += 1
         container.give_back(conn)
         return answer, out
 
     def _failed(self, container: Container) -> None:
         if container.breaker.on_failure(self.clock()) is State.OPEN:
+            metrics.BREAKER_CHANGES.labels(State.OPEN.value).inc()
             self.on_suspect(container)
 

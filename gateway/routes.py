@@ -44,6 +44,7 @@ class Routes:
                 concurrency=int(entry["concurrency"]),
                 timeout_s=float(entry["timeout_s"]),
                 load_error=entry.get("load_error"),
+                webhook_secret=entry.get("webhook_secret"),
             )
             for c in entry.get("containers", []):
                 container = old.pop(c["id"], None)
@@ -51,6 +52,7 @@ class Routes:
                     container = Container(
                         key=c["id"], socket=c["socket"], concurrency=route.concurrency,
                         breaker=Breaker(self.config.breaker_threshold, self.config.breaker_open_s),
+                        origin=c.get("origin", "fresh"),
                     )
                 route.containers.append(container)
             previous = self.functions.get(name)

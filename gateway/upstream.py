@@ -20,6 +20,7 @@ class Container:
     served: int = 0
     idle: list[RuntimeConnection] = field(default_factory=list)
     retired: bool = False
+    origin: str = "fresh"  # "prewarmed" when specialized from a warm generic container
 
     async def connection(self, connect_timeout_s: float) -> RuntimeConnection:
         """A persistent connection: reuse an idle one, or open one."""
@@ -54,4 +55,5 @@ class FunctionRoute:
     timeout_s: float
     containers: list[Container] = field(default_factory=list)
     load_error: str | None = None
+    webhook_secret: str | None = None  # set: the function takes signed hooks
     rr: int = 0  # rotates tie-breaks among equally loaded containers

@@ -10,13 +10,16 @@ import sys
 
 from aiohttp import web
 
-from pool_manager import health
+from hearth import logs
+from hearth.sd_notify import notify
+from pool_manager import health, metrics
 from pool_manager.backend import BackendError
 from pool_manager.config import Config, ConfigError
 from pool_manager.control_api import make_app
 from pool_manager.docker_backend import DockerBackend
 from pool_manager.pool import Pool
 from pool_manager.registry import Registry
+from pool_manager.sandbox import load_meta, sandbox_spec
 
 log = logging.getLogger("hearth.pool_manager")
 
@@ -27,6 +30,9 @@ async def serve(config: Config) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.sockets_dir.mkdir(parents=True, exist_ok=True)
     pool = Pool(config, backend, Registry(config.functions_dir))
+    metrics.register_pool(pool)
+    if config.sandbox.max_scale:  # before adoption, which must recognise its containers
+        pool.add_builtin(sandbox_spec(config), b"", load_meta(config))
     await health.adopt(pool)
     await pool.reconcile()
     runner = web.AppRunner(make_app(config, pool), access_log=None)
@@ -34,6 +40,7 @@ async def serve(config: Config) -> None:
     site = web.TCPSite(runner, config.control_host, config.control_port, shutdown_timeout=2.0)
     await site.start()
     log.info("control API on http://%s:%d", config.control_host, config.control_port)
+    notify("READY=1")  # Type=notify: listening, containers adopted
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -48,10 +55,7 @@ async def serve(config: Config) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("HEARTH_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.setup("pool_manager", os.environ.get("HEARTH_LOG_LEVEL", "INFO"))
     try:
         config = Config.from_env(os.environ)
     except ConfigError as exc:

@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hearth.env import (
@@ -73,6 +73,45 @@ def default_budget(default_memory_mb: int) -> int:
 
 
 @dataclass(frozen=True)
+class SandboxConfig:
+    """The /execute sandbox pool (``pool_manager/sandbox.py``); max_scale 0 turns it off."""
+
+    min_scale: int = 1
+    max_scale: int = 4
+    memory_mb: int = 512  # per container: a run's memory_mb plus tmpfs, /dev/shm, supervisor
+    max_runs: int = 200  # runs before a container is recycled anyway
+    # Shared with the gateway, which caps requests by the same variables.
+    max_timeout_s: float = 30.0
+    max_memory_mb: int = 256
+    output_limit_bytes: int = 64 << 10
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], max_containers: int) -> SandboxConfig:
+        d = cls()
+        config = cls(
+            min_scale=env_int(environ, "HEARTH_SANDBOX_MIN_SCALE", d.min_scale),
+            max_scale=env_int(environ, "HEARTH_SANDBOX_MAX_SCALE", min(d.max_scale, max_containers)),
+            memory_mb=env_int(environ, "HEARTH_SANDBOX_MEMORY_MB", d.memory_mb, minimum=64),
+            max_runs=env_int(environ, "HEARTH_SANDBOX_MAX_RUNS", d.max_runs, minimum=1),
+            max_timeout_s=env_float(environ, "HEARTH_EXECUTE_MAX_TIMEOUT_S", d.max_timeout_s, minimum=0.1),
+            max_memory_mb=env_int(environ, "HEARTH_EXECUTE_MAX_MEMORY_MB", d.max_memory_mb, minimum=16),
+            output_limit_bytes=env_int(
+                environ, "HEARTH_EXECUTE_OUTPUT_LIMIT_BYTES", d.output_limit_bytes, minimum=1
+            ),
+        )
+        if config.max_scale and config.min_scale > config.max_scale:
+            raise ConfigError("HEARTH_SANDBOX_MIN_SCALE must not exceed HEARTH_SANDBOX_MAX_SCALE")
+        if config.max_scale > max_containers:
+            raise ConfigError("HEARTH_SANDBOX_MAX_SCALE must not exceed HEARTH_MAX_CONTAINERS")
+        if config.memory_mb < config.max_memory_mb + 64:
+            raise ConfigError(
+                "HEARTH_SANDBOX_MEMORY_MB must be at least HEARTH_EXECUTE_MAX_MEMORY_MB + 64 "
+                "(the runtime, the scratch tmpfs and /dev/shm share the container's memory)"
+            )
+        return config
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the pool manager reads from its environment."""
 
@@ -101,6 +140,8 @@ class Config:
     scale_policy: ScalePolicy
     prewarm_max: int
     autoscale_tick_s: float
+    # Keyword-only, so fields added after it need no default.
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig, kw_only=True)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -146,6 +187,7 @@ class Config:
             prewarm_max=env_int(environ, "HEARTH_PREWARM_MAX", max(prewarm, 8)),
             autoscale_tick_s=env_float(environ, "HEARTH_AUTOSCALE_TICK_S", 1.0, minimum=0.05),
         )
+        config = replace(config, sandbox=SandboxConfig.from_env(environ, config.max_containers))
         config.validate()
         return config
 

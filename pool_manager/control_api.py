@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pool_manager import health
+from pool_manager import health, metrics
 from pool_manager.config import Config
 from pool_manager.pool import Pool
 from pool_manager.registry import (
@@ -22,6 +23,8 @@ from pool_manager.registry import (
 
 POOL_KEY = web.AppKey("pool", Pool)
 CONFIG_KEY = web.AppKey("config", Config)
+# Liveness and metrics need no token: the API listens on localhost only.
+PUBLIC_PATHS = frozenset({"/v1/healthz", "/metrics"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -35,7 +38,7 @@ def error(status: int, code: str, message: str) -> web.Response:
 
 @web.middleware
 async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path != "/v1/healthz":
+    if request.path not in PUBLIC_PATHS:
         token = request.app[CONFIG_KEY].control_token
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -120,6 +123,26 @@ async def get_routes(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+async def get_logs(request: web.Request) -> web.Response:
+    """The last lines each of a function's containers wrote, oldest first per container."""
+    pool = request.app[POOL_KEY]
+    name = validate_name(request.match_info["name"])
+    pool.registry.get(name)
+    try:
+        tail = max(1, min(10_000, int(request.query.get("tail", "200"))))
+    except ValueError:
+        raise InvalidSpec("tail must be a whole number of lines") from None
+    mine = [i for i in pool.instances.values() if i.function == name and i.id]
+    chunks = await asyncio.gather(*(pool.backend.logs(i.id, tail) for i in mine))
+    return json_response({
+        "function": name,
+        "containers": [
+            {"id": i.id[:12], "state": i.state, "lines": data.decode(errors="replace").splitlines()}
+            for i, data in zip(mine, chunks, strict=True)
+        ],
+    })
+
+
 async def post_load(request: web.Request) -> web.Response:
     body = await _json_body(request)
     functions = body.get("functions") if isinstance(body, dict) else None
@@ -146,6 +169,10 @@ async def post_retire(request: web.Request) -> web.Response:
     return json_response({"ok": retired})
 
 
+async def get_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"ok": True})
 
@@ -159,11 +186,13 @@ def make_app(config: Config, pool: Pool) -> web.Application:
     app[POOL_KEY] = pool
     app[CONFIG_KEY] = config
     app.router.add_get("/v1/healthz", healthz)
+    app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/functions", list_functions)
     app.router.add_get("/v1/functions/{name}", get_function)
     app.router.add_put("/v1/functions/{name}", put_function)
     app.router.add_delete("/v1/functions/{name}", delete_function)
+    app.router.add_get("/v1/functions/{name}/logs", get_logs)
     app.router.add_get("/v1/routes", get_routes)
     app.router.add_post("/v1/load", post_load)
     app.router.add_post("/v1/containers/{id}/suspect", post_suspect)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
-from pool_manager import instances
+from pool_manager import instances, metrics
 from pool_manager.backend import BackendError
 from pool_manager.instances import READY, Instance
 from pool_manager.pool import Pool
@@ -62,14 +62,26 @@ async def check(pool: Pool) -> None:
     for inst, answer in zip(ready, answers, strict=True):
         info = listed.get(inst.name)
         inst.health_failures = 0 if answer else inst.health_failures + 1
-        if info is None or not info.running or inst.health_failures >= MAX_HEALTH_FAILURES:
-            log.warning("replacing unhealthy container %s (%s)", inst.name, inst.function or "generic")
+        reason = _unhealthy(info, inst)
+        if reason:
+            log.warning("replacing container %s (%s): %s", inst.name, inst.function or "generic", reason)
+            metrics.REPLACEMENTS.labels(reason).inc()
             await pool.drop(inst)
             changed = True
     await _remove_strays(pool, listed)
     if changed:
         pool.publish()
         await pool.reconcile()
+
+
+def _unhealthy(info: Any, inst: Instance) -> str | None:
+    if info is None:
+        return "gone"
+    if not info.running:
+        return "stopped"
+    if inst.health_failures >= MAX_HEALTH_FAILURES:
+        return "unresponsive"
+    return None
 
 
 async def _remove_strays(pool: Pool, listed: dict[str, Any]) -> None:
@@ -84,6 +96,7 @@ async def suspect(pool: Pool, container_id: str) -> None:
     for inst in list(pool.instances.values()):
         if inst.id.startswith(container_id) and inst.state == READY:
             if await instances.health(inst, pool.config.health_timeout_s) is None:
+                metrics.REPLACEMENTS.labels("breaker").inc()
                 await pool.drop(inst)
                 pool.publish()
                 await pool.reconcile()

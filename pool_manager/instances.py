@@ -37,6 +37,7 @@ class Instance:
     network: bool = False
     created_at: float = field(default_factory=time.monotonic)
     health_failures: int = 0
+    origin: str = "fresh"  # "prewarmed" when a generic container was specialized
 
     @property
     def socket_path(self) -> str:
@@ -47,7 +48,7 @@ class Instance:
         return self.function is None
 
     def route(self) -> dict[str, Any]:
-        return {"id": self.id[:12], "socket": self.socket_path}
+        return {"id": self.id[:12], "socket": self.socket_path, "origin": self.origin}
 
 
 def socket_dir(config: Config, name: str) -> Path:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from pool_manager import instances
+from pool_manager import instances, metrics
 from pool_manager.backend import BackendError, ContainerBackend
 from pool_manager.config import Config
 from pool_manager.instances import DRAINING, READY, STARTING, Instance, StartFailed
@@ -135,6 +135,7 @@ class Pool:
             inst = instances.new_instance(self.config, network=spec.network)
             self.instances[inst.name] = inst
         inst.function, inst.version, inst.state = spec.name, spec.version, STARTING
+        inst.origin = "fresh" if fresh else "prewarmed"
         try:
             if fresh:
                 await instances.start(self.config, self.backend, inst, spec.memory_mb)
@@ -145,11 +146,13 @@ class Pool:
             log.warning("specializing %s failed: %s", spec.name, exc)
             self.load_errors[spec.name] = str(exc)
             self.scaler.load_failed(spec.name, self.clock())
+            metrics.LOAD_FAILURES.labels(spec.name).inc()
             await self.drop(inst)
             self.publish()
             return
         self.load_errors.pop(spec.name, None)
         self.scaler.load_succeeded(spec.name, self.clock(), cold)
+        metrics.SPECIALIZATIONS.labels(spec.name, "cold" if cold else "ahead").inc()
         if inst.state == STARTING and self.instances.get(inst.name) is inst:
             inst.state = READY  # not if it was retired (redeploy, removal) while loading
             log.info("container %s serves %s", inst.name, spec.name)
@@ -207,7 +210,13 @@ class Pool:
             for spec in self.specs():
                 current = self.of_function(spec.name)
                 ready = sum(1 for i in current if i.state == READY)
+                before = self.scaler.describe(spec.name)["desired"]
                 decision = self.scaler.decide(spec, ready, self._budget(spec.name), now)
+                if before is not None and decision.desired != before:
+                    direction = "up" if decision.desired > before else "down"
+                    metrics.SCALING_DECISIONS.labels(spec.name, direction).inc()
+                    log.info("scale %s %s: %d -> %d (%s)", spec.name, direction, before,
+                             decision.desired, decision.reason)
                 missing = decision.desired - len(current)
                 if missing > 0 and self.scaler.may_load(spec.name, now):
                     cold = self.scaler.waiting(spec.name, ready * spec.concurrency)

@@ -23,6 +23,23 @@ Requests carry ``meta["op"]``:
   "duration_ms"}`` and the response body. ``outcome`` is one of
   ``OUTCOMES``; ``REFUSED_OUTCOMES`` mean the request never reached the
   handler, so a caller may safely retry it elsewhere.
+- ``load`` with ``mode: "sandbox"`` (and optional maxima ``max_runs``,
+  ``max_timeout_s``, ``max_memory_mb``, ``max_output_bytes``,
+  ``processes``) makes the runtime the /execute sandbox instead: no code
+  is loaded, and ``health`` adds ``{"mode", "runs", "recycle",
+  "landlock_abi"}`` (``ok`` turns false once it wants replacing).
+- ``execute`` (sandbox only): body JSON ``{"code", "stdin", "args",
+  "files": [{"name", "content", "encoding"}], "timeout_s", "memory_mb",
+  "output_limit_bytes"}`` -- in the body, not the meta, as it can exceed
+  the meta limit. Answered with meta ``{"outcome": "ok", "status",
+  "exit_code", "signal", "timed_out", "truncated", "duration_ms",
+  "stdout_bytes", "recycle", "max_rss_kb", "cpu_ms"}`` and a body of
+  stdout then stderr (split at ``stdout_bytes``); ``status`` is one of
+  ok, error, timeout, memory, output_limit. ``recycle`` true: this
+  container hit a limit or its run quota and refuses further runs
+  (``outcome`` "refused", again with ``recycle`` true), so the caller
+  should route around it and have it replaced. A malformed body answers
+  ``{"outcome": "error", "error": {...}}``.
 """
 
 from __future__ import annotations

@@ -14,30 +14,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
-import inspect
-import io
-import json
 import os
-import resource
 import signal
 import socket
-import stat
 import sys
 import time
 import traceback
-import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode
+from typing import Any
 
-from runtime import protocol
+from runtime import protocol, sandbox
+from runtime.handler import (
+    Invoker,
+    become_worker,
+    check_load,
+    describe_exc,
+    error_frame,
+    extract,
+    import_handler,
+)
 
-Handler = Callable[..., Any]
-JSON_HEADERS = [["content-type", "application/json"]]
-BODY_TYPES: dict[type, str] = {bytes: "application/octet-stream", str: "text/plain; charset=utf-8"}
-RESPONSE_KEYS = frozenset({"status", "headers", "body"})
 # A worker that closed its socket but did not exit gets this long before SIGKILL.
 EXIT_GRACE_S = 1.0
 
@@ -58,208 +55,6 @@ class Settings:
         return cls(path, environ.get("HEARTH_CODE_DIR") or "/tmp/hearth-code")
 
 
-class Headers(dict[str, str]):
-    """Request headers: keys are stored lowercase and looked up case-insensitively."""
-
-    __slots__ = ()
-
-    def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and super().__contains__(key.lower())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key.lower(), default)
-
-
-class Event:
-    """One HTTP request as the handler sees it."""
-
-    __slots__ = ("body", "headers", "method", "path", "query", "query_string")
-
-    def __init__(self, meta: dict[str, Any], body: bytes) -> None:
-        self.method: str = meta.get("method") or "GET"
-        path = meta.get("path") or "/"
-        self.path: str = path if path.startswith("/") else "/" + path
-        self.query, self.query_string = _parse_query(meta.get("query"))
-        self.headers = Headers()
-        for key, value in meta.get("headers") or ():
-            key = key.lower()
-            self.headers[key] = f"{self.headers[key]}, {value}" if key in self.headers else value
-        self.body = body
-
-    @property
-    def text(self) -> str:
-        return self.body.decode()
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Context:
-    """Facts about the invocation that are not part of the request."""
-
-    __slots__ = ("call_id", "deadline", "function_name", "request_id")
-
-    def __init__(self, function_name: str, meta: dict[str, Any]) -> None:
-        self.function_name = function_name
-        self.request_id: str | None = meta.get("id")
-        self.call_id: str | None = meta.get("call_id")
-        self.deadline: float = meta.get("deadline") or time.time() + 30.0
-
-    def remaining_s(self) -> float:
-        return max(0.0, self.deadline - time.time())
-
-
-def _parse_query(raw: Any) -> tuple[dict[str, str], str]:
-    # The gateway sends the raw query string; a ready mapping is accepted too.
-    if isinstance(raw, dict):
-        return {str(k): str(v) for k, v in raw.items()}, urlencode(raw)
-    return dict(parse_qsl(raw or "", keep_blank_values=True)), raw or ""
-
-
-def _error_body(code: str, message: str, **extra: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message, **extra}}).encode()
-
-
-def _encode_body(value: Any) -> tuple[bytes, str | None]:
-    if value is None:
-        return b"", None
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":")).encode(), "application/json"
-    if isinstance(value, bytearray | memoryview):
-        value = bytes(value)
-    ctype = BODY_TYPES.get(type(value))
-    if ctype is None:
-        raise TypeError(f"cannot send a {type(value).__name__} as a response body")
-    raw = value.encode() if isinstance(value, str) else value
-    if len(raw) > protocol.MAX_BODY_BYTES:
-        raise ValueError(f"a {len(raw)}-byte body is over the frame limit")
-    return raw, ctype
-
-
-def _shape(result: Any) -> tuple[int, list[list[str]], bytes]:
-    """Turn what a handler returned into (status, headers, body)."""
-    if result is None:
-        return 204, [], b""
-    status = result.get("status") if isinstance(result, dict) else None
-    if type(status) is not int or not RESPONSE_KEYS.issuperset(result):
-        body, ctype = _encode_body(result)
-        return 200, [["content-type", ctype or ""]], body
-    if not 100 <= status <= 599:
-        raise ValueError(f"status {status} is not an HTTP status")
-    raw = result.get("headers") or {}
-    headers = [[str(k), str(v)] for k, v in (raw.items() if isinstance(raw, dict) else raw)]
-    body, ctype = _encode_body(result.get("body"))
-    if ctype and not any(k.lower() == "content-type" for k, _ in headers):
-        headers.append(["content-type", ctype])
-    return status, headers, body
-
-
-class Invoker:
-    """Calls the handler inside a worker, running coroutines on one private loop."""
-
-    __slots__ = ("function", "handler", "loop")
-
-    def __init__(self, handler: Handler, function: str) -> None:
-        self.handler, self.function = handler, function
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def call(self, event: Event, context: Context) -> Any:
-        result = self.handler(event, context)
-        if inspect.isawaitable(result):
-            if self.loop is None:
-                self.loop = asyncio.new_event_loop()
-                asyncio.set_event_loop(self.loop)
-            result = self.loop.run_until_complete(result)
-        return result
-
-    def outcome(self, meta: dict[str, Any], body: bytes) -> tuple[int, Any, bytes, str]:
-        try:
-            result = self.call(Event(meta, body), Context(self.function, meta))
-        except Exception as exc:
-            print(f"hearth: request {meta.get('id')} failed", file=sys.stderr)
-            traceback.print_exc()  # to the container's log
-            name = type(exc).__name__
-            return 500, JSON_HEADERS, _error_body("handler_error", f"{name}: {exc}", type=name), "error"
-        try:
-            return (*_shape(result), "ok")
-        except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            return 500, JSON_HEADERS, _error_body("invalid_response", message), "error"
-
-    def respond(self, meta: dict[str, Any], body: bytes) -> bytes:
-        """Run one request and encode the whole reply frame."""
-        started = time.perf_counter()
-        status, headers, out, outcome = self.outcome(meta, body)
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        reply = {"status": status, "headers": headers, "outcome": outcome,
-                 "start": meta.get("start", "warm"), "duration_ms": duration_ms}
-        return protocol.encode(reply, out)
-
-    def serve(self, sock: socket.socket) -> None:
-        while True:
-            try:
-                meta, body = protocol.recv_frame(sock)
-            except EOFError:
-                return
-            sock.sendall(self.respond(meta, body))  # one write: no delayed-ACK stall
-
-
-def _extract(archive: bytes, dest: str) -> None:
-    """Unpack a zip, refusing any entry that could land outside ``dest``."""
-    os.makedirs(dest, exist_ok=True)
-    root = os.path.realpath(dest)
-    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
-        for info in zf.infolist():
-            name = info.filename
-            target = os.path.realpath(os.path.join(root, name))
-            if (name.startswith("/") or ".." in name.split("/")
-                    or stat.S_ISLNK(info.external_attr >> 16)
-                    or not (target + os.sep).startswith(root + os.sep)):
-                raise ValueError(f"unsafe path in archive: {name!r}")
-        zf.extractall(root)
-
-
-def _import_handler(spec: str, code_dir: str) -> Handler:
-    module_name, _, attr = spec.rpartition(".")
-    if not module_name or not attr:
-        raise ValueError(f"handler {spec!r} is not 'module.attribute'")
-    if code_dir in sys.path:
-        sys.path.remove(code_dir)
-    sys.path.insert(0, code_dir)
-    # A failed load may have left half-imported modules behind; a retry must
-    # see the new files, not those.
-    prefix = os.path.join(code_dir, "")
-    for name, module in list(sys.modules.items()):
-        if (getattr(module, "__file__", None) or "").startswith(prefix):
-            del sys.modules[name]
-    importlib.invalidate_caches()
-    handler = getattr(importlib.import_module(module_name), attr)
-    if not callable(handler):
-        raise TypeError(f"{spec} is a {type(handler).__name__}, not a function")
-    return handler
-
-
-def _check_load(meta: dict[str, Any]) -> tuple[str, dict[str, str], int, float]:
-    handler, env = meta.get("handler") or "main.handle", meta.get("env") or {}
-    concurrency, timeout_s = meta.get("concurrency", 1), meta.get("timeout_s") or 30.0
-    if not isinstance(handler, str):
-        raise ValueError("handler must be a string")
-    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-        raise ValueError("env must map names to strings")
-    if type(concurrency) is not int or concurrency < 1:
-        raise ValueError(f"concurrency must be an integer >= 1, not {concurrency!r}")
-    if not isinstance(timeout_s, int | float) or timeout_s <= 0:
-        raise ValueError(f"timeout_s must be a positive number, not {timeout_s!r}")
-    return handler, env, concurrency, float(timeout_s)
-
-
-def _describe_exc(exc: BaseException) -> str:
-    tail = "".join(traceback.format_exception(exc))[-1500:]
-    return f"{type(exc).__name__}: {exc}\n\n{tail}"
-
 
 def _describe_status(status: int) -> str:
     code = os.waitstatus_to_exitcode(status)
@@ -269,13 +64,6 @@ def _describe_status(status: int) -> str:
         return f"was killed by {signal.Signals(-code).name}"
     except ValueError:
         return f"was killed by signal {-code}"
-
-
-def _error_frame(status: int, outcome: str, code: str, message: str,
-                 start: str, duration_ms: float) -> bytes:
-    meta = {"status": status, "headers": JSON_HEADERS, "outcome": outcome,
-            "start": start, "duration_ms": round(duration_ms, 3)}
-    return protocol.encode(meta, _error_body(code, message))
 
 
 def _kill(pid: int) -> None:
@@ -297,8 +85,9 @@ class Worker:
 class Runtime:
     """The supervisor: one loaded function, its workers, and the client connections."""
 
-    def __init__(self, code_dir: str) -> None:
-        self.code_dir = code_dir
+    def __init__(self, code_dir: str, socket_path: str = "") -> None:
+        self.code_dir, self.socket_path = code_dir, socket_path
+        self.executor: sandbox.Executor | None = None  # set by a load in sandbox mode
         self.function: str | None = None
         self.version: str | None = None
         self.invoker: Invoker | None = None
@@ -315,7 +104,11 @@ class Runtime:
         self.tasks: set[asyncio.Task[Any]] = set()
 
     async def serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        fd = writer.get_extra_info("socket").fileno()
+        sock = writer.get_extra_info("socket")
+        if self.executor is not None and sandbox.from_inside(sock):
+            writer.close()  # sandboxed code must not reach us; only the host may
+            return
+        fd = sock.fileno()
         self.conn_fds.add(fd)
         try:
             while True:
@@ -326,6 +119,8 @@ class Runtime:
                 op = meta.get("op")
                 if op == "invoke":
                     writer.write(await self.invoke(meta, body))
+                elif op == "execute":
+                    writer.write(await sandbox.execute(self.executor, body))
                 elif op == "health":
                     writer.write(protocol.encode(self.health()))
                 elif op == "load":
@@ -341,21 +136,26 @@ class Runtime:
             writer.close()
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "function": self.function, "version": self.version,
-                "workers": len(self.workers), "busy": self.busy, "pid": os.getpid()}
+        answer = {"ok": True, "function": self.function, "version": self.version,
+                  "workers": len(self.workers), "busy": self.busy, "pid": os.getpid()}
+        return answer | (self.executor.health() if self.executor else {})
 
     async def load(self, meta: dict[str, Any], archive: bytes) -> dict[str, Any]:
-        if self.invoker is not None:
+        if self.invoker is not None or self.executor is not None:
             message = f"{self.function} {self.version} is already loaded"
             return {"ok": False, "error": {"code": "already_loaded", "message": message}}
         try:
-            spec, env, concurrency, timeout_s = _check_load(meta)
-            _extract(archive, self.code_dir)
+            if meta.get("mode") == "sandbox":
+                self.executor = sandbox.Executor(meta, self.socket_path)
+                self.function, self.version = str(meta.get("function") or ""), meta.get("version")
+                return {"ok": True, "mode": "sandbox"}
+            spec, env, concurrency, timeout_s = check_load(meta)
+            extract(archive, self.code_dir)
             os.environ.update(env)
-            handler = _import_handler(spec, self.code_dir)
+            handler = import_handler(spec, self.code_dir)
         except (Exception, SystemExit) as exc:
             traceback.print_exc()
-            return {"ok": False, "error": {"code": "load_failed", "message": _describe_exc(exc)}}
+            return {"ok": False, "error": {"code": "load_failed", "message": describe_exc(exc)}}
         self.function, self.version = str(meta.get("function") or ""), meta.get("version")
         self.invoker = Invoker(handler, self.function)
         self.concurrency, self.timeout_s = concurrency, timeout_s
@@ -368,7 +168,7 @@ class Runtime:
         began = loop.time()
         if self.invoker is None:
             start = "warm" if self.served else "cold"
-            return _error_frame(503, "refused", "not_loaded", "no function is loaded", start, 0.0)
+            return error_frame(503, "refused", "not_loaded", "no function is loaded", start, 0.0)
         timeout_s = float(meta.get("timeout_s") or self.timeout_s)
         deadline = began + timeout_s  # covers the wait for a worker too
         try:
@@ -377,7 +177,7 @@ class Runtime:
         except TimeoutError:
             ms = (loop.time() - began) * 1000
             start = "warm" if self.served else "cold"
-            return _error_frame(503, "refused", "busy", "no worker became free", start, ms)
+            return error_frame(503, "refused", "busy", "no worker became free", start, ms)
         start = meta["start"] = "warm" if self.served else "cold"
         self.served = True
         meta["deadline"] = time.time() + deadline - loop.time()
@@ -400,12 +200,12 @@ class Runtime:
             await self.retire(worker, kill=True)
             ms = (asyncio.get_running_loop().time() - began) * 1000
             message = f"the handler ran past its {timeout_s:g} s deadline"
-            return _error_frame(504, "timeout", "timeout", message, meta["start"], ms)
+            return error_frame(504, "timeout", "timeout", message, meta["start"], ms)
         except (OSError, EOFError):
             how = await self.retire(worker)
             ms = (asyncio.get_running_loop().time() - began) * 1000
             message = f"the worker running the handler {how}"
-            return _error_frame(502, "crash", "handler_crashed", message, meta["start"], ms)
+            return error_frame(502, "crash", "handler_crashed", message, meta["start"], ms)
         if self.workers.get(worker.pid) is worker:
             self.idle.put_nowait(worker)
         return frame
@@ -436,39 +236,15 @@ class Runtime:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            self.become_worker(invoker, parent, child)
+            # Copies of the supervisor's sockets would keep peers from seeing EOF.
+            fds = [*self.listen_fds, *self.conn_fds, *(w.fd for w in self.workers.values())]
+            become_worker(invoker, child, parent, fds)
         child.close()
         # Registered before the first await so that concurrent fills count it.
         worker = Worker(pid, parent.fileno(), asyncio.get_running_loop().create_future())
         self.workers[pid] = self.children[pid] = worker
         worker.reader, worker.writer = await asyncio.open_connection(sock=parent)
         self.idle.put_nowait(worker)
-
-    def become_worker(self, invoker: Invoker, parent: socket.socket,
-                      child: socket.socket) -> NoReturn:
-        code = 1
-        try:
-            parent.close()
-            # Copies of the supervisor's sockets would keep peers from seeing EOF.
-            for fd in [*self.listen_fds, *self.conn_fds, *(w.fd for w in self.workers.values())]:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-                signal.signal(sig, signal.SIG_DFL)
-            asyncio.events._set_running_loop(None)  # 3.11 does not reset it on fork
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not dump core
-            invoker.serve(child)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
 
     async def retire(self, worker: Worker, kill: bool = False) -> str:
         """Drop a worker from the pool, reap it, fork its replacement; say how it ended."""
@@ -506,6 +282,8 @@ class Runtime:
 
     def shutdown(self) -> None:
         self.closing = True
+        if self.executor is not None:
+            self.executor.shutdown()
         for pid in self.children:
             _kill(pid)
         for worker in self.children.values():
@@ -516,7 +294,7 @@ class Runtime:
 
 async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
-    runtime = Runtime(settings.code_dir)
+    runtime = Runtime(settings.code_dir, settings.socket_path)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

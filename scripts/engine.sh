@@ -41,7 +41,8 @@ fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
     log "starting dockerd (log: /var/log/hearth-dockerd.log)"
     # containerd may be stale too; dockerd starts its own when none runs.
-    nohup dockerd >/var/log/hearth-dockerd.log 2>&1 &
+    # Its own session: dockerd must outlive the shell, test or job that started it.
+    setsid nohup dockerd >/var/log/hearth-dockerd.log 2>&1 < /dev/null &
 fi
 
 for _ in $(seq 1 120); do

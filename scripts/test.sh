@@ -9,8 +9,9 @@ log() { printf '[test] %s\n' "$*" >&2; }
 
 export HEARTH_RUNTIME_IMAGE=hearth-runtime:latest
 
-log "installing hearth with test extras"
-python3 -m pip install -q -e '.[test]'
+log "installing hearth with test and loadtest extras"
+# loadtest: tests/integration/test_locust.py runs Locust (in its own process).
+python3 -m pip install -q -e '.[test,loadtest]'
 bash scripts/engine.sh
 bash scripts/image.sh
 

@@ -67,6 +67,8 @@ class Stack:
             "HEARTH_HEALTH_TIMEOUT_S": "1.0",
             "HEARTH_BREAKER_OPEN_S": "1.0",
             "HEARTH_SHUTDOWN_TIMEOUT_S": "5",
+            # No warm /execute sandbox unless a test asks: tests count containers.
+            "HEARTH_SANDBOX_MIN_SCALE": "0",
             "PYTHONUNBUFFERED": "1",
             **env,
         }

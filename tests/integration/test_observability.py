@@ -1,0 +1,75 @@
+"""Metrics, JSON logs with request ids, and `hearth logs`, against the real processes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests.integration.stack import REPO, Stack
+
+pytestmark = pytest.mark.docker
+
+CHATTY = (
+    "def handle(event, context):\n"
+    "    print('handling', event.query.get('n'))\n"
+    "    return 'ok'\n"
+)
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.status == 200
+        return resp.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample, or 0 when absent."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_starts_and_containers(stack: Stack) -> None:
+    stack.deploy("metered", CHATTY)
+    codes = [stack.request("GET", "/function/metered?n=1")[0] for _ in range(5)]
+    assert codes == [200] * 5
+    assert stack.request("GET", "/function/no-such-function")[0] == 404
+    gateway = scrape(f"{stack.url}/metrics")
+    assert sample(gateway, "hearth_requests_total", function="metered", status="200") == 5
+    assert sample(gateway, "hearth_requests_total", function="_unknown", status="404") >= 1
+    assert sample(gateway, "hearth_starts_total", function="metered", start="prewarmed") == 1
+    assert sample(gateway, "hearth_starts_total", function="metered", start="warm") == 4
+    assert sample(gateway, "hearth_request_duration_seconds_count", function="metered") == 5
+    pool = scrape(f"http://127.0.0.1:{stack.control_port}/metrics")
+    assert sample(pool, "hearth_containers", function="metered", state="ready") == 1
+    assert sample(pool, "hearth_specializations_total", function="metered") >= 1
+    assert sample(pool, "hearth_container_budget") > 0
+
+
+def test_a_request_id_follows_the_call_into_logs(stack: Stack) -> None:
+    stack.deploy("traced", CHATTY)
+    req = urllib.request.Request(
+        f"{stack.url}/function/traced?n=42", headers={"X-Request-Id": "trace-me-123"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.headers["X-Request-Id"] == "trace-me-123"
+    lines = [json.loads(line) for line in stack.log("gateway").splitlines() if line.startswith("{")]
+    mine = [e for e in lines if e.get("request_id") == "trace-me-123"]
+    assert mine and mine[-1]["msg"] == "invoke" and mine[-1]["status"] == 200
+    assert mine[-1]["function"] == "traced"
+    env = {**stack.env, "HEARTH_GATEWAY_URL": stack.url, "HEARTH_ADMIN_TOKEN": stack.token}
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "logs", "traced"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "handling 42" in out.stdout
