@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from gateway import metrics
 from gateway.errors import BadRequest, Unavailable, UpstreamBroken
 from gateway.execute_config import ExecuteConfig
 
@@ -233,8 +234,9 @@ def handler(gw: Gateway) -> Callable[[web.Request], Awaitable[web.Response]]:
         meta = {"op": "execute", "id": request_id}
         result = await gw.dispatcher.invoke(SANDBOX, meta, run.body(gw.config.execute.output_limit_bytes))
         _check_answer(result.meta)
-        resp = web.Response(body=orjson.dumps(shape_result(result.meta, result.body)),
-                            content_type="application/json")
+        shaped = shape_result(result.meta, result.body)
+        metrics.EXECUTIONS.labels(str(shaped.get("status", "unknown"))).inc()
+        resp = web.Response(body=orjson.dumps(shaped), content_type="application/json")
         resp.headers["X-Request-Id"] = request_id
         resp.headers["X-Hearth-Container"] = result.container.key
         return resp

@@ -24,7 +24,7 @@ import time
 import traceback
 import zipfile
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 from urllib.parse import parse_qsl, urlencode
 
 from runtime import protocol
@@ -134,14 +134,47 @@ def _shape(result: Any) -> tuple[int, list[list[str]], bytes]:
     return status, headers, body
 
 
+class LogStream(io.TextIOBase):
+    """A worker's stdout or stderr: each line the function prints becomes one JSON line
+    naming the request it was printed for, so `hearth logs` and the gateway's own log
+    lines can be joined on the request id."""
+
+    def __init__(self, raw: TextIO, stream: str, invoker: Invoker) -> None:
+        self.raw, self.stream, self.invoker = raw, stream, invoker
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        if "\n" in self.pending:
+            *lines, self.pending = self.pending.split("\n")
+            for line in lines:
+                self._emit(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            line, self.pending = self.pending, ""
+            self._emit(line)
+        self.raw.flush()
+
+    def _emit(self, line: str) -> None:
+        entry = {"ts": round(time.time(), 3), "function": self.invoker.function,
+                 "request_id": self.invoker.request_id, "stream": self.stream, "msg": line}
+        self.raw.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
 class Invoker:
     """Calls the handler inside a worker, running coroutines on one private loop."""
 
-    __slots__ = ("function", "handler", "loop")
+    __slots__ = ("function", "handler", "loop", "request_id")
 
     def __init__(self, handler: Handler, function: str) -> None:
         self.handler, self.function = handler, function
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.request_id: str | None = None
 
     def call(self, event: Event, context: Context) -> Any:
         result = self.handler(event, context)
@@ -153,6 +186,7 @@ class Invoker:
         return result
 
     def outcome(self, meta: dict[str, Any], body: bytes) -> tuple[int, Any, bytes, str]:
+        self.request_id = meta.get("id")
         try:
             result = self.call(Event(meta, body), Context(self.function, meta))
         except Exception as exc:
@@ -170,6 +204,8 @@ class Invoker:
         """Run one request and encode the whole reply frame."""
         started = time.perf_counter()
         status, headers, out, outcome = self.outcome(meta, body)
+        sys.stdout.flush()  # a line printed without a newline still belongs to this request
+        sys.stderr.flush()
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         reply = {"status": status, "headers": headers, "outcome": outcome,
                  "start": meta.get("start", "warm"), "duration_ms": duration_ms}
@@ -260,6 +296,8 @@ def become_worker(invoker: Invoker, child: socket.socket, parent: socket.socket,
             signal.signal(sig, signal.SIG_DFL)
         asyncio.events._set_running_loop(None)  # 3.11 does not reset it on fork
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not dump core
+        sys.stdout = LogStream(sys.__stdout__ or sys.stdout, "stdout", invoker)
+        sys.stderr = LogStream(sys.__stderr__ or sys.stderr, "stderr", invoker)
         invoker.serve(child)
         code = 0
     except SystemExit as exc:

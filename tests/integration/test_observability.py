@@ -72,4 +72,23 @@ def test_a_request_id_follows_the_call_into_logs(stack: Stack) -> None:
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "handling 42" in out.stdout
+    lines = [line for line in out.stdout.splitlines() if "handling 42" in line]
+    printed = [json.loads(line.split("  ", 1)[1]) for line in lines]
+    assert printed, out.stdout
+    # The function's own line carries the gateway's request id: one call, followed end to end.
+    assert printed[0]["request_id"] == "trace-me-123"
+    assert printed[0]["function"] == "traced" and printed[0]["stream"] == "stdout"
+
+
+def test_execute_outcomes_are_counted(engine: None, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = Stack(tmp_path, HEARTH_SANDBOX_MIN_SCALE="1")
+    try:
+        s.up()
+        for code in ("print('hi')", "raise SystemExit(3)"):
+            status, _, _ = s.request("POST", "/execute", {"language": "python", "code": code})
+            assert status == 200
+        text = scrape(f"{s.url}/metrics")
+        assert sample(text, "hearth_executions_total", status="ok") == 1
+        assert sample(text, "hearth_executions_total", status="error") == 1
+    finally:
+        s.down()

@@ -194,7 +194,11 @@ def test_handler_exception_is_500_naming_type_and_message(server: Server) -> Non
     assert error_of(meta, body) == {"code": "handler_error", "type": "ValueError",
                                     "message": "ValueError: boom"}
     assert client.invoke("/dict")[0]["status"] == 200  # the worker keeps serving
-    assert 'raise ValueError("boom")' in server.log()
+    # The traceback reaches the container's log as JSON lines tagged with the request.
+    entries = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    traceback_lines = [e for e in entries if 'raise ValueError("boom")' in e["msg"]]
+    assert traceback_lines and traceback_lines[0]["request_id"] == "req-1"
+    assert traceback_lines[0]["stream"] == "stderr" and traceback_lines[0]["function"] == "fn"
 
 
 def test_unserialisable_result_is_500(server: Server) -> None:
