@@ -1,6 +1,6 @@
-"""Hearth's benchmark: gateway vs direct runtime, and cold starts, in one run.
+"""Hearth's benchmark: gateway vs direct runtime, cold starts and /execute, in one run.
 
-    python -m loadtest.bench [--requests 2000] [--json out.json]
+    python -m loadtest.bench [--requests 2000] [--json out.json] [--png out.png]
 
 Starts its own pool manager and gateway (like the tests do), on the real
 Docker engine, prints a table, and removes every container it made. Every
@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from hearth.runtime_client import RuntimeConnection
+from loadtest import bench_execute
 from tests.integration.stack import Stack
 
 FUNCTION = "def handle(event, context):\n    return {'ok': True}\n"
@@ -113,6 +114,12 @@ def cold_starts(stack: Stack, runs: int, prefix: str) -> list[float]:
     return samples
 
 
+async def execute(stack: Stack, requests: int) -> dict[str, float]:
+    result = await bench_execute.via_gateway(stack.url, requests)
+    result["rps"] = 1000.0 / result["mean_ms"]  # one client: one run after another
+    return result
+
+
 async def warm(stack: Stack, requests: int) -> dict[str, dict[str, float]]:
     stack.deploy("bench", FUNCTION, min_scale=2, max_scale=2, concurrency=8)
     stack.wait_ready("bench", 2)
@@ -121,6 +128,7 @@ async def warm(stack: Stack, requests: int) -> dict[str, dict[str, float]]:
     for clients in (1, 16):
         results[f"direct c={clients}"] = await direct(sockets, clients, requests)
         results[f"gateway c={clients}"] = await via_gateway(f"{stack.url}/function/bench", clients, requests)
+    results["/execute hello c=1"] = await execute(stack, max(100, requests // 10))
     return results
 
 
@@ -137,27 +145,56 @@ def print_table(rows: dict[str, dict[str, float]], cold: dict[str, list[float]])
               f"{statistics.fmean(samples):>10.1f}{'n=' + str(len(samples)):>10}")
 
 
+def chart(rows: dict[str, dict[str, float]], cold: dict[str, list[float]], path: Path) -> None:
+    """p50 and p99 of every measure, log scale: sub-millisecond calls beside cold starts."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here
+    import matplotlib.pyplot as plt
+
+    names = [*rows, *cold]
+    p50 = [r["p50_ms"] for r in rows.values()] + [percentile(v, 0.5) for v in cold.values()]
+    p99 = [r["p99_ms"] for r in rows.values()] + [percentile(v, 0.99) for v in cold.values()]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], p50, width=0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], p99, width=0.4, label="p99")
+    ax.set_yscale("log")
+    ax.set_ylabel("latency, ms (log scale)")
+    ax.set_xticks(list(xs), names, rotation=25, ha="right")
+    ax.set_title("Hearth: warm calls, cold starts and /execute")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--cold-runs", type=int, default=8)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--png", type=Path, default=Path("loadtest/reports/bench.png"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hearth-bench-") as tmp:
         (Path(tmp) / "warm").mkdir()
-        stack = Stack(Path(tmp) / "warm").up()
+        stack = Stack(Path(tmp) / "warm", HEARTH_SANDBOX_MIN_SCALE="1").up()
         try:
             rows = asyncio.run(warm(stack, args.requests))
             cold = {"cold (prewarmed)": cold_starts(stack, args.cold_runs, "pre")}
         finally:
             stack.down()
         (Path(tmp) / "bare").mkdir()
-        bare = Stack(Path(tmp) / "bare", HEARTH_PREWARM="0").up()
+        # No prewarm at all, reactive included: every start is from nothing.
+        bare = Stack(Path(tmp) / "bare", HEARTH_PREWARM="0", HEARTH_PREWARM_MAX="0").up()
         try:
             cold["cold (no container)"] = cold_starts(bare, max(3, args.cold_runs // 2), "bare")
         finally:
             bare.down()
     print_table(rows, cold)
+    chart(rows, cold, args.png)
+    print(f"chart: {args.png}")
     if args.json:
         args.json.write_bytes(orjson.dumps({"warm": rows, "cold_ms": cold}, option=orjson.OPT_INDENT_2))
     return 0
