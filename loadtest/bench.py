@@ -23,14 +23,10 @@ import orjson
 
 from hearth.runtime_client import RuntimeConnection
 from loadtest import bench_execute
+from loadtest.stats import percentile
 from tests.integration.stack import Stack
 
 FUNCTION = "def handle(event, context):\n    return {'ok': True}\n"
-
-
-def percentile(samples_ms: list[float], q: float) -> float:
-    ordered = sorted(samples_ms)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def summary(samples_ms: list[float], wall_s: float) -> dict[str, float]:

@@ -38,7 +38,7 @@ import docker
 import orjson
 
 from hearth.runtime_client import RuntimeConnection
-from loadtest.bench import percentile
+from loadtest.stats import percentile
 from tests.integration.stack import Stack
 
 HELLO = "print('hello, world')\n"
