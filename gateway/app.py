@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,6 +31,8 @@ HOP_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
     "proxy-authorization", "proxy-authenticate", "content-length", "host",
 })
+# The shortest time between two load reports (see Gateway.report_loop).
+REPORT_MIN_GAP_S = 0.05
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -69,12 +71,19 @@ class Gateway:
         }
 
     async def report_loop(self) -> None:
-        """Report load every interval, and at once when a queue forms."""
+        """Report load every interval, and at once when a queue forms.
+
+        At once means at most every REPORT_MIN_GAP_S: a standing queue calls
+        demand() for every request it holds, and a report per request cost
+        the pool manager a third of a core under load, for no news.
+        """
+        gap_s = min(REPORT_MIN_GAP_S, self.config.report_interval_s)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._report_now.wait(), self.config.report_interval_s)
+                await asyncio.wait_for(self._report_now.wait(), self.config.report_interval_s - gap_s)
             self._report_now.clear()
             await self.control.post("/v1/load", {"functions": self.load()})
+            await asyncio.sleep(gap_s)
 
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
@@ -127,7 +136,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     """``/function/{name}[/{path}]``: counted, timed and logged around ``_invoke``."""
     gw = request.app[GATEWAY_KEY]
     name = check_name(request.match_info["name"])
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-Id") or os.urandom(16).hex()
     token = logs.request_id.set(request_id)
     started = time.perf_counter()
     resp: web.Response | None = None
@@ -141,8 +150,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         # Unknown names are not labels: a scanner must not grow the metric set.
         label = name if name in gw.routes.functions else "_unknown"
         status = resp.status if resp is not None else 500
-        metrics.REQUESTS.labels(label, str(status)).inc()
-        metrics.LATENCY.labels(label).observe(elapsed_s)
+        metrics.requests_by(label, str(status)).inc()
+        metrics.latency_by(label).observe(elapsed_s)
         if gw.config.access_log:
             log.info("invoke", extra={
                 "function": name, "status": status, "duration_ms": round(elapsed_s * 1000, 3),
@@ -177,7 +186,7 @@ async def _invoke(gw: Gateway, request: web.Request, name: str, request_id: str)
     start = str(result.meta.get("start", "warm"))
     resp.headers["X-Hearth-Start"] = start
     kind = "prewarmed" if start == "cold" and result.container.origin == "prewarmed" else start
-    metrics.STARTS.labels(name, kind).inc()
+    metrics.starts_by(name, kind).inc()
     return resp
 
 

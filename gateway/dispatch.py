@@ -89,7 +89,7 @@ class Dispatcher:
             try:
                 await self.routes.queue(name).wait(remaining)
             finally:
-                metrics.QUEUE_WAIT.labels(name).observe(self.clock() - started)
+                metrics.queue_wait_by(name).observe(self.clock() - started)
 
     def _refuse_hopeless(self, route: FunctionRoute, tried: set[str]) -> None:
         if not route.containers and route.load_error:
@@ -123,12 +123,12 @@ class Dispatcher:
                     if attempts >= self.config.max_attempts or not self.budget.try_spend(self.clock()):
                         raise Unavailable(f"container {container.key} could not be reached", 1) from None
                     self.retries += 1
-                    metrics.RETRIES.labels(name).inc()
+                    metrics.retries_by(name).inc()
                     continue
                 if answer.get("outcome") in REFUSED_OUTCOMES and attempts < self.config.max_attempts:
                     tried.add(container.key)
                     self.retries += 1
-                    metrics.RETRIES.labels(name).inc()
+                    metrics.retries_by(name).inc()
                     continue
                 return Result(answer, out, container, attempts)
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -42,6 +42,34 @@ BREAKER_CHANGES = Counter(
 EXECUTIONS = Counter(
     "hearth_executions_total", "POST /execute runs by outcome status", ["status"], registry=REGISTRY,
 )
+
+
+class Children:
+    """A metric's children by label values, kept: ``labels()`` checks and locks on every call.
+
+    Only for label values from a bounded set (known function names, status
+    codes): the metric keeps every child it ever made anyway.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Counter | Histogram) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+# The per-request metrics, by function (and status or start type).
+requests_by = Children(REQUESTS)
+latency_by = Children(LATENCY)
+starts_by = Children(STARTS)
+queue_wait_by = Children(QUEUE_WAIT)
+retries_by = Children(RETRIES)
 
 
 class GatewayCollector(Collector):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 from gateway.errors import QueueFull, QueueTimeout
@@ -42,10 +43,12 @@ class WaitQueue:
         finally:
             if not fut.done():
                 fut.cancel()
-            try:
-                self._waiters.remove(fut)
-            except ValueError:
-                pass
+            # A woken future was popped by wake_one/wake_all; only a cancelled
+            # one can still be listed. (A miss raises ValueError, whose message
+            # is the future's repr: costly on the hot path.)
+            if fut.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
 
     def wake_one(self) -> None:
         while self._waiters:

@@ -11,7 +11,9 @@ import pytest
 from tests.integration.stack import REPO
 
 
-@pytest.mark.parametrize("module", ["loadtest.bench", "loadtest.bench_execute", "loadtest.bench_async"])
+@pytest.mark.parametrize(
+    "module", ["loadtest.bench", "loadtest.bench_execute", "loadtest.bench_async", "loadtest.bench_haproxy"]
+)
 def test_benchmark_modules_import_and_answer_help(module: str) -> None:
     importlib.import_module(module)
     out = subprocess.run(
