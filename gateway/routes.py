@@ -55,8 +55,6 @@ class Routes:
                         origin=c.get("origin", "fresh"),
                     )
                 route.containers.append(container)
-            previous = self.functions.get(name)
-            route.rr = previous.rr if previous else 0
             functions[name] = route
         for gone in old.values():
             gone.close()  # in-flight calls finish on their own connections

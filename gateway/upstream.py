@@ -56,4 +56,3 @@ class FunctionRoute:
     containers: list[Container] = field(default_factory=list)
     load_error: str | None = None
     webhook_secret: str | None = None  # set: the function takes signed hooks
-    rr: int = 0  # rotates tie-breaks among equally loaded containers
