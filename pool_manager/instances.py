@@ -21,7 +21,11 @@ STARTING, READY, DRAINING = "starting", "ready", "draining"
 
 
 class StartFailed(Exception):
-    """A container did not come up, or its function did not load."""
+    """A container did not come up or could not be reached: the container's fault."""
+
+
+class LoadFailed(StartFailed):
+    """The function's code did not load (or killed the runtime loading it): the code's fault."""
 
 
 @dataclass
@@ -113,11 +117,16 @@ async def load(
     }
     try:
         answer, _ = await call_once(inst.socket_path, meta, code, timeout_s=timeout_s)
-    except (RuntimeUnavailable, RuntimeBroken) as exc:
+    except RuntimeUnavailable as exc:
+        # Never reached the runtime: a dead container, not bad code.
         raise StartFailed(f"load of {spec.name} into {inst.name} failed: {exc}") from exc
+    except RuntimeBroken as exc:
+        # The runtime took the code and then died or hung: the code did it
+        # (e.g. os._exit at import time), so it counts against the function.
+        raise LoadFailed(f"{spec.name} killed the runtime while loading: {exc}") from exc
     if not answer.get("ok"):
         error = answer.get("error") or {}
-        raise StartFailed(f"{spec.name} failed to load: {error.get('message', answer)}")
+        raise LoadFailed(f"{spec.name} failed to load: {error.get('message', answer)}")
     inst.function, inst.version = spec.name, spec.version
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from pool_manager import instances, metrics
 from pool_manager.backend import BackendError, ContainerBackend
 from pool_manager.config import Config
-from pool_manager.instances import DRAINING, READY, STARTING, Instance, StartFailed
+from pool_manager.instances import DRAINING, READY, STARTING, Instance, LoadFailed, StartFailed
 from pool_manager.registry import FunctionSpec, Registry, UnknownFunction
 from pool_manager.routing import RoutingTable
 from pool_manager.scaling import Scaler
@@ -143,11 +143,17 @@ class Pool:
                 await self.backend.set_memory(inst.id, spec.memory_mb)
             await instances.load(inst, spec, code, self.config.start_timeout_s, load_meta)
         except (StartFailed, BackendError, OSError) as exc:
+            await self.drop(inst)
+            self.publish()
+            if not isinstance(exc, LoadFailed):
+                # The container failed, not the code: the next tick tries another
+                # one, and callers keep waiting rather than see a load error.
+                log.warning("container for %s failed, will try another: %s", spec.name, exc)
+                return
             log.warning("specializing %s failed: %s", spec.name, exc)
             self.load_errors[spec.name] = str(exc)
             self.scaler.load_failed(spec.name, self.clock())
             metrics.LOAD_FAILURES.labels(spec.name).inc()
-            await self.drop(inst)
             self.publish()
             return
         self.load_errors.pop(spec.name, None)

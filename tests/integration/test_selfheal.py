@@ -100,3 +100,21 @@ async def test_code_that_fails_to_load_errors_clearly_and_backs_off(own_stack: S
     await asyncio.to_thread(s.deploy, "broken", "def handle(event, context):\n    return 'fixed'\n")
     status, _, body = await asyncio.to_thread(s.request, "GET", "/function/broken")
     assert (status, body) == (200, b"fixed")
+
+
+def test_dead_prewarmed_containers_are_not_blamed_on_the_function(engine: None, tmp_path: Path) -> None:
+    # Slow health rounds: the pool still believes its killed generics are warm.
+    s = Stack(tmp_path, HEARTH_HEALTH_INTERVAL_S="60")
+    try:
+        s.up()
+        s.deploy("innocent", "def handle(event, context):\n    return 'fine'\n")
+        generics = pool_containers(s.pool_id, all_states=False)
+        assert len(generics) == 2
+        subprocess.run(["docker", "kill", *generics], check=True, capture_output=True, timeout=60)
+        status, headers, body = s.request("GET", "/function/innocent", timeout_s=60)
+        assert (status, body) == (200, b"fine"), body
+        assert headers["X-Hearth-Container"] not in {g[:12] for g in generics}
+        info = s.function("innocent")
+        assert info["load_error"] is None and info["scaling"]["load_failures"] == 0
+    finally:
+        s.down()
