@@ -51,7 +51,7 @@ from typing import Any
 
 import orjson
 
-from tests.integration.stack import Stack, free_port
+from tests.integration.stack import Stack, end_process, free_port
 
 IMAGE = "hearth-runtime:latest"
 LABEL = "hearth.bench=haproxy"
@@ -168,12 +168,7 @@ def haproxy(tmp: Path, backends: list[int], threads: int) -> Iterator[str]:
         wait_http(f"http://127.0.0.1:{port}/")
         yield f"http://127.0.0.1:{port}/"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        end_process(proc)
         log.close()
 
 

@@ -9,9 +9,20 @@ log() { printf '[test] %s\n' "$*" >&2; }
 
 export HEARTH_RUNTIME_IMAGE=hearth-runtime:latest
 
-log "installing hearth with test and loadtest extras"
-# loadtest: tests/integration/test_locust.py runs Locust (in its own process).
-python3 -m pip install -q -e '.[test,loadtest]'
+log "installing hearth with test, loadtest and redis extras"
+# loadtest: tests/integration/test_locust.py runs Locust (in its own process);
+# redis: tests/integration/test_dedup_redis.py shares webhook dedup through a
+# real redis-server, which it starts on a free loopback port and stops again.
+python3 -m pip install -q -e '.[test,loadtest,redis]'
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing redis-server (Debian package; the tests start their own)"
+        apt-get install -y -qq redis-server >/dev/null 2>&1 \
+            || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+    else
+        log "redis-server is missing: install it (apt-get install redis-server) or the dedup test cannot run"
+    fi
+fi
 bash scripts/engine.sh
 bash scripts/image.sh
 

@@ -24,6 +24,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
+    """Signal a process this harness started, then SIGKILL it if it outstays ``timeout_s``."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
 def engine_answers() -> bool:
     try:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
@@ -112,14 +124,7 @@ class Stack:
 
     def stop(self, which: str, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int | None:
         proc = self.procs.pop(which, None)
-        if proc is None or proc.poll() is not None:
-            return proc.returncode if proc else None
-        proc.send_signal(sig)
-        try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(5)
+        return end_process(proc, sig, timeout_s) if proc else None
 
     def down(self) -> None:
         self.stop("gateway")
