@@ -128,6 +128,14 @@ async def warm(stack: Stack, requests: int) -> dict[str, dict[str, float]]:
     return results
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water resident memory (VmHWM), so the figure covers the whole load."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
 def print_table(rows: dict[str, dict[str, float]], cold: dict[str, list[float]]) -> None:
     print(f"{'measure':<22}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'req/s':>10}")
     for name, r in rows.items():
@@ -178,6 +186,7 @@ def main() -> int:
         stack = Stack(Path(tmp) / "warm", HEARTH_SANDBOX_MIN_SCALE="1").up()
         try:
             rows = asyncio.run(warm(stack, args.requests))
+            gateway_peak_mb = peak_rss_mb(stack.procs["gateway"].pid)
             cold = {"cold (prewarmed)": cold_starts(stack, args.cold_runs, "pre")}
         finally:
             stack.down()
@@ -190,9 +199,11 @@ def main() -> int:
             bare.down()
     print_table(rows, cold)
     chart(rows, cold, args.png)
+    print(f"gateway peak memory (VmHWM) after the warm runs: {gateway_peak_mb:.1f} MB")
     print(f"chart: {args.png}")
     if args.json:
-        args.json.write_bytes(orjson.dumps({"warm": rows, "cold_ms": cold}, option=orjson.OPT_INDENT_2))
+        report = {"warm": rows, "cold_ms": cold, "gateway_peak_mb": gateway_peak_mb}
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return 0
 
 
