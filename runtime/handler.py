@@ -9,22 +9,18 @@ through an ``Invoker`` and shapes what it returned into a reply frame.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import inspect
 import io
 import json
 import os
-import resource
-import signal
-import socket
 import stat
 import sys
 import time
 import traceback
 import zipfile
 from collections.abc import Callable
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode
 
 from runtime import protocol
@@ -211,14 +207,6 @@ class Invoker:
                  "start": meta.get("start", "warm"), "duration_ms": duration_ms}
         return protocol.encode(reply, out)
 
-    def serve(self, sock: socket.socket) -> None:
-        while True:
-            try:
-                meta, body = protocol.recv_frame(sock)
-            except EOFError:
-                return
-            sock.sendall(self.respond(meta, body))  # one write: no delayed-ACK stall
-
 
 def extract(archive: bytes, dest: str) -> None:
     """Unpack a zip, refusing any entry that could land outside ``dest``."""
@@ -280,32 +268,3 @@ def error_frame(status: int, outcome: str, code: str, message: str,
     meta = {"status": status, "headers": JSON_HEADERS, "outcome": outcome,
             "start": start, "duration_ms": round(duration_ms, 3)}
     return protocol.encode(meta, error_body(code, message))
-
-
-def become_worker(invoker: Invoker, child: socket.socket, parent: socket.socket,
-                  inherited_fds: list[int]) -> NoReturn:
-    """The forked worker's whole life: serve ``child`` until EOF, then exit."""
-    code = 1
-    try:
-        parent.close()
-        for fd in inherited_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        asyncio.events._set_running_loop(None)  # 3.11 does not reset it on fork
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not dump core
-        sys.stdout = LogStream(sys.__stdout__ or sys.stdout, "stdout", invoker)
-        sys.stderr = LogStream(sys.__stderr__ or sys.stderr, "stderr", invoker)
-        invoker.serve(child)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)

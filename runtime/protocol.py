@@ -113,7 +113,7 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], byte
     return meta, body
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
     chunks = []
     while n:
         chunk = sock.recv(min(n, 1 << 20))
@@ -126,10 +126,10 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 def recv_frame(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
     """Blocking read of one frame; raises ``EOFError`` on EOF."""
-    meta_len, body_len = HEADER.unpack(_recv_exactly(sock, HEADER.size))
+    meta_len, body_len = HEADER.unpack(recv_exactly(sock, HEADER.size))
     _check_sizes(meta_len, body_len)
-    meta = decode_meta(_recv_exactly(sock, meta_len))
-    body = _recv_exactly(sock, body_len) if body_len else b""
+    meta = decode_meta(recv_exactly(sock, meta_len))
+    body = recv_exactly(sock, body_len) if body_len else b""
     return meta, body
 
 
