@@ -36,12 +36,16 @@ class Breaker:
             return now - self.opened_at >= self.open_s
         return not self.probing
 
-    def on_dispatch(self, now: float) -> None:
-        """A request was sent; past the open period it is the half-open probe."""
+    def on_dispatch(self, now: float) -> State | None:
+        """A request was sent; past the open period it is the half-open probe.
+
+        Returns the new state when this changed it."""
+        changed = None
         if self.state is State.OPEN and now - self.opened_at >= self.open_s:
-            self.state = State.HALF_OPEN
+            self.state = changed = State.HALF_OPEN
         if self.state is State.HALF_OPEN:
             self.probing = True
+        return changed
 
     def on_success(self, now: float) -> State | None:
         """Returns the new state when this changed it."""

@@ -13,6 +13,7 @@ from gateway.config import Config
 from gateway.errors import (
     FunctionLoadFailed,
     FunctionNotFound,
+    QueueTimeout,
     Unavailable,
     UpstreamBroken,
     UpstreamTimeout,
@@ -91,6 +92,14 @@ class Dispatcher:
             started = self.clock()
             try:
                 await self.routes.queue(name).wait(remaining)
+            except QueueTimeout:
+                # Said for the whole wait: ``remaining`` is only what was left
+                # after the last wake-up that found no free slot.
+                waited_s = self.config.queue_timeout_s
+                raise QueueTimeout(
+                    f"no container became free within {waited_s:g} s",
+                    retry_after_s=max(1, round(min(waited_s, 5.0))),
+                ) from None
             finally:
                 metrics.queue_wait_by(name).observe(self.clock() - started)
 
@@ -128,7 +137,8 @@ class Dispatcher:
                     self.retries += 1
                     metrics.retries_by(name).inc()
                     continue
-                if answer.get("outcome") in REFUSED_OUTCOMES and attempts < self.config.max_attempts:
+                if (answer.get("outcome") in REFUSED_OUTCOMES and attempts < self.config.max_attempts
+                        and self.budget.try_spend(self.clock())):
                     tried.add(container.key)
                     self.retries += 1
                     metrics.retries_by(name).inc()
@@ -149,7 +159,8 @@ class Dispatcher:
     ) -> tuple[dict[str, Any], bytes]:
         container.inflight += 1
         now = self.clock()
-        container.breaker.on_dispatch(now)
+        if container.breaker.on_dispatch(now) is State.HALF_OPEN:
+            metrics.BREAKER_CHANGES.labels(State.HALF_OPEN.value).inc()
         meta["timeout_s"] = timeout_s
         try:
             conn = await container.connection(self.config.connect_timeout_s)

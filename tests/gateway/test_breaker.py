@@ -70,7 +70,7 @@ def test_open_refuses_until_open_s_passed(elapsed_s: float, allowed: bool) -> No
 
 def test_dispatch_before_open_s_does_not_start_a_probe() -> None:
     b = opened(open_s=5.0)
-    b.on_dispatch(T0 + 1.0)
+    assert b.on_dispatch(T0 + 1.0) is None
     assert b.state is State.OPEN
     assert not b.probing
     assert b.allows(T0 + 5.0)
@@ -80,7 +80,8 @@ def test_exactly_one_half_open_probe() -> None:
     b = opened(open_s=5.0)
     now = T0 + 5.0
     assert b.allows(now)
-    b.on_dispatch(now)
+    assert b.on_dispatch(now) is State.HALF_OPEN  # the change is reported once
+    assert b.on_dispatch(now) is None
     assert b.state is State.HALF_OPEN
     assert b.probing
     # every other request is refused while the probe is out, however late
