@@ -20,7 +20,10 @@ turns the recent reports into a desired container count:
   ``1 / max_scale_down_rate`` of the ready count, so one bad sample cannot
   tear a function down.
 - A function with no load for ``scale_to_zero_grace_s`` (default 30 s)
-  goes to zero containers; before that it keeps one.
+  goes to zero containers, even while the stable average still remembers
+  older load; before that it keeps at least one. Nothing in flight over the
+  panic window is required too, so a grace shorter than the gap between
+  two load reports cannot remove a busy function's containers.
 - The result is bounded by ``min_scale``, ``max_scale`` and the containers
   the host-wide budget leaves for this function; the decision says which
   rule set the number, for people reading ``hearth ls``.
@@ -134,7 +137,7 @@ def decide(spec: ScaleSpec, observed: Observed, now: float) -> Decision:
         reason = f"stable: {stable:.1f} in flight over {policy.stable_window_s:g} s"
 
     desired, reason = _rate_limit(desired, reason, ready, policy)
-    desired, reason = _idle(desired, reason, observed, now, policy)
+    desired, reason = _idle(desired, reason, observed, now, policy, panic)
     desired, reason = _bounds(desired, reason, spec, observed.budget)
     return Decision(desired, reason, panic_since, stable, panic)
 
@@ -154,11 +157,14 @@ def _rate_limit(desired: int, reason: str, ready: int, policy: ScalePolicy) -> t
     return desired, reason
 
 
-def _idle(desired: int, reason: str, observed: Observed, now: float, policy: ScalePolicy) -> tuple[int, str]:
+def _idle(desired: int, reason: str, observed: Observed, now: float, policy: ScalePolicy,
+          recent: float) -> tuple[int, str]:
+    idle_s = now - observed.last_active
+    if recent == 0 and idle_s >= policy.scale_to_zero_grace_s:
+        return 0, f"idle {idle_s:.0f} s: scaled to zero"
     if desired > 0:
         return desired, reason
-    idle_s = now - observed.last_active
-    if idle_s < policy.scale_to_zero_grace_s and observed.ready > 0:
+    if observed.ready > 0:
         return 1, f"idle {idle_s:.0f} s, zero after {policy.scale_to_zero_grace_s:g} s"
     return 0, f"idle {idle_s:.0f} s: scaled to zero"
 

@@ -211,12 +211,19 @@ CASES = [
         desired={0: 5, 60: 5, 99: 5},
     ), id="sustained-exact-multiple-of-fractional-target"),
     pytest.param(Case(
-        # Default windows: the 60 s stable average holds 1 container for a minute
-        # after the last load (t=9), longer than the 30 s grace; then zero.
+        # Default windows: the 60 s stable average still remembers the load (last
+        # at t=9) when the 30 s grace has passed; the grace wins.
         load=until(1, 10), seconds=150,
-        desired={9: 1, 40: 1, 69: 1, 70: 0, 71: 0, 149: 0},
-        reasons={69: "stable", 70: "idle 61 s: scaled to zero"},
-    ), id="idle-to-zero-after-stable-window"),
+        desired={9: 1, 38: 1, 39: 0, 40: 0, 149: 0},
+        reasons={38: "stable", 39: "idle 30 s: scaled to zero"},
+    ), id="idle-to-zero-after-grace-within-stable-window"),
+    pytest.param(Case(
+        # A grace shorter than the panic window: zero only once the panic window
+        # has seen no load either, never between two reports of a busy function.
+        load=until(1, 10), seconds=40, policy=replace(DEFAULT, scale_to_zero_grace_s=0.0),
+        desired={0: 1, 9: 1, 15: 1, 16: 0, 39: 0},
+        reasons={16: "idle 7 s: scaled to zero"},
+    ), id="idle-zero-grace-waits-for-the-panic-window"),
     pytest.param(Case(
         # A 10 s stable window empties first; the idle rule keeps one until the grace passes.
         load=until(1, 10), seconds=100, policy=SHORT_WINDOWS,
@@ -347,12 +354,13 @@ def flat(value: float, start: int, end: int) -> list[tuple[float, float]]:
                  "panic: 50.0 in flight over 6 s; scale-up limited to 20", id="scale-up-limit"),
     pytest.param(ScaleSpec(1, 0, 100, DEFAULT), obs([(0.0, 50.0)], 0), 0.0, 10,
                  "scale-up limited to 10", id="scale-up-from-zero-at-the-rate"),
-    pytest.param(ScaleSpec(1, 0, 100, DEFAULT), obs(flat(0, 0, 60), 16), 60.0, 8,
+    pytest.param(ScaleSpec(1, 0, 100, DEFAULT), obs(flat(0, 0, 60), 16, last_active=50), 60.0, 8,
                  "stable: 0.0 in flight over 60 s; scale-down limited to 8", id="scale-down-limit-16"),
-    pytest.param(ScaleSpec(1, 0, 100, DEFAULT), obs(flat(0, 0, 60), 5), 60.0, 2,
+    pytest.param(ScaleSpec(1, 0, 100, DEFAULT), obs(flat(0, 0, 60), 5, last_active=50), 60.0, 2,
                  "scale-down limited to 2", id="scale-down-limit-odd-floors"),
-    pytest.param(ScaleSpec(1, 0, 100, replace(DEFAULT, max_scale_down_rate=4.0)), obs(flat(0, 0, 60), 16),
-                 60.0, 4, "scale-down limited to 4", id="scale-down-rate-4"),
+    pytest.param(ScaleSpec(1, 0, 100, replace(DEFAULT, max_scale_down_rate=4.0)),
+                 obs(flat(0, 0, 60), 16, last_active=50), 60.0, 4, "scale-down limited to 4",
+                 id="scale-down-rate-4"),
     pytest.param(ScaleSpec(4, 0, 10, DEFAULT), obs(flat(10, 0, 60), 3, last_active=60), 60.0, 3,
                  "stable: 10.0 in flight over 60 s", id="concurrency-4"),
 ])

@@ -75,7 +75,7 @@ def test_first_seen_function_gets_a_full_grace_period() -> None:
 
 def test_pruning_keeps_a_functions_own_longer_stable_window() -> None:
     scaler = make()
-    spec = FunctionSpec(name="f", autoscale={"stable_window_s": 300.0})
+    spec = FunctionSpec(name="f", autoscale={"stable_window_s": 300.0, "scale_to_zero_grace_s": 600.0})
     for now in range(201):
         scaler.record(["f"], {"f": 3 if now < 60 else 0}, float(now))
     decision = scaler.decide(spec, ready=1, budget=10, now=200.0)
