@@ -49,6 +49,7 @@ async def _adopt_one(pool: Pool, container_id: str, name: str, running: bool) ->
 
 async def check(pool: Pool) -> None:
     """Replace containers that are gone, stopped or not answering their runtime."""
+    pool.dropped.clear()
     try:
         listed = {c.name: c for c in await pool.backend.list(pool.config.pool_id)}
     except BackendError as exc:
@@ -86,7 +87,7 @@ def _unhealthy(info: Any, inst: Instance) -> str | None:
 
 async def _remove_strays(pool: Pool, listed: dict[str, Any]) -> None:
     for name, info in listed.items():
-        if name not in pool.instances and name not in pool.dropping:
+        if name not in pool.instances and name not in pool.dropping and name not in pool.dropped:
             log.warning("removing stray container %s", name)
             await pool.backend.remove(info.id)
 

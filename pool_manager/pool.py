@@ -44,6 +44,9 @@ class Pool:
         self.routes = RoutingTable()
         self.instances: dict[str, Instance] = {}  # by container name
         self.dropping: set[str] = set()  # being removed: not strays
+        # Dropped since the current health round listed the engine's containers:
+        # that list still names them, and they are not strays either.
+        self.dropped: set[str] = set()
         self.load_errors: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
@@ -183,6 +186,7 @@ class Pool:
             log.warning("removing %s failed: %s", inst.name, exc)
         finally:
             self.dropping.discard(inst.name)
+            self.dropped.add(inst.name)
 
     async def retire(self, inst: Instance, drain_s: float = 0.0) -> None:
         """Stop routing to ``inst``, let in-flight work finish (at most ``drain_s``), remove it."""
