@@ -8,8 +8,14 @@ from collections.abc import Callable, Iterable, Sequence
 import aiohttp
 
 MAX_URL_CHARS = 2048
-# Result headers that describe the function's answer and are worth relaying.
-RELAYED_HEADERS = frozenset({"content-type", "content-encoding", "content-language"})
+# The result's headers go along with it (as OpenFaaS's queue worker does),
+# except those that describe one hop rather than the answer, and those
+# Hearth sets itself, which a function must not be able to forge.
+NOT_RELAYED = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+    "proxy-authorization", "proxy-authenticate", "content-length", "host",
+    "x-call-id", "x-function-name", "x-function-status", "x-hearth-signature",
+})
 
 
 class BadCallbackUrl(ValueError):
@@ -50,7 +56,10 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, rand: Callable[[], floa
 def callback_headers(
     call_id: str, function: str, status: int, result_headers: Iterable[Sequence[str]], signature: str
 ) -> dict[str, str]:
-    headers = {k: v for k, v in result_headers if k.lower() in RELAYED_HEADERS}
+    headers: dict[str, str] = {}
+    for key, value in result_headers:
+        if key.lower() not in NOT_RELAYED:
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
     headers.update({
         "X-Call-Id": call_id,
         "X-Function-Name": function,

@@ -56,11 +56,12 @@ def test_backoff_survives_huge_attempt_numbers() -> None:
     assert backoff_s(0, 1.0, 300.0, lambda: 1.0) == 1.0
 
 
-def test_callback_headers_carry_id_status_signature_and_content_type() -> None:
-    headers = callback_headers(
-        "c1", "fn", 201, [["Content-Type", "application/json"], ["Set-Cookie", "x=1"]], "sha256=ab"
-    )
+def test_callback_headers_carry_the_results_headers_id_status_and_signature() -> None:
+    result = [["Content-Type", "application/json"], ["X-Trace", "a"], ["X-Trace", "b"],
+              ["Content-Length", "99"], ["Connection", "close"],
+              ["X-Hearth-Signature", "sha256=forged"], ["x-call-id", "forged"]]
+    headers = callback_headers("c1", "fn", 201, result, "sha256=ab")
     assert headers == {
-        "Content-Type": "application/json", "X-Call-Id": "c1", "X-Function-Name": "fn",
-        "X-Function-Status": "201", "X-Hearth-Signature": "sha256=ab",
+        "Content-Type": "application/json", "X-Trace": "a, b", "X-Call-Id": "c1",
+        "X-Function-Name": "fn", "X-Function-Status": "201", "X-Hearth-Signature": "sha256=ab",
     }

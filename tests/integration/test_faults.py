@@ -45,18 +45,31 @@ async def stream(url: str, seconds: float, clients: int = 4) -> collections.Coun
     return statuses
 
 
+def breaker_opened(s: Stack) -> float:
+    """How often the gateway's breakers have opened, from its /metrics."""
+    text = s.request("GET", "/metrics")[2].decode()
+    for line in text.splitlines():
+        if line.startswith('hearth_breaker_transitions_total{state="open"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 async def test_docker_kill_during_a_stream_fails_only_requests_in_flight(own_stack: Stack) -> None:
     s = await asyncio.to_thread(own_stack.up)
     await asyncio.to_thread(s.deploy, "steady", STEADY, min_scale=3, max_scale=3)
     info = await asyncio.to_thread(s.wait_ready, "steady", 3)
     assert info["containers"]["ready"] == 3
     victim = (await asyncio.to_thread(s.request, "GET", "/function/steady"))[1]["X-Hearth-Container"]
+    opened_before = await asyncio.to_thread(breaker_opened, s)
     traffic = asyncio.create_task(stream(f"{s.url}/function/steady", seconds=4.0))
     await asyncio.sleep(1.0)
     await asyncio.to_thread(
         subprocess.run, ["docker", "kill", victim], check=True, capture_output=True, timeout=30
     )
     statuses = await traffic
+    # The gateway saw the victim fail and stopped sending it work on its own,
+    # before (or without) the pool manager's health check.
+    assert await asyncio.to_thread(breaker_opened, s) > opened_before
     # At most the 4 requests in flight on the victim (one slot, so really one)
     # may fail; everything that never reached it is served elsewhere.
     assert statuses[200] > 100, statuses
