@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from hearth.env import (
     env_int,
     env_port,
     env_str,
+    is_loopback,
 )
 
 __all__ = ["Config", "ConfigError"]
@@ -80,4 +82,8 @@ class Config:
         )
         if not config.control_url.startswith(("http://", "https://")):
             raise ConfigError(f"HEARTH_CONTROL_URL must be an http(s) URL, got {config.control_url!r}")
+        # The pool manager runs beside the gateway: its containers' sockets are
+        # in a directory both share. The token must not travel further.
+        if not is_loopback(urllib.parse.urlsplit(config.control_url).hostname or ""):
+            raise ConfigError(f"HEARTH_CONTROL_URL must name a loopback host, got {config.control_url!r}")
         return config

@@ -17,6 +17,7 @@ from hearth.env import (
     env_int,
     env_port,
     env_str,
+    is_loopback,
 )
 from pool_manager.autoscaler import POLICY_LIMITS, ScalePolicy, policy_errors
 
@@ -192,6 +193,12 @@ class Config:
         return config
 
     def validate(self) -> None:
+        # The control API hands out webhook secrets and container sockets, and
+        # the gateway must share this host's socket directory anyway.
+        if not is_loopback(self.control_host):
+            raise ConfigError(
+                f"HEARTH_CONTROL_HOST must be a loopback address (127.0.0.1, ::1), got {self.control_host!r}"
+            )
         if self.default_memory_mb > self.max_memory_mb:
             raise ConfigError("HEARTH_DEFAULT_MEMORY_MB must not exceed HEARTH_MAX_MEMORY_MB")
         if self.default_timeout_s > self.max_timeout_s:

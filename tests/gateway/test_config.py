@@ -93,12 +93,19 @@ def test_empty_values_mean_default(base: dict[str, str]) -> None:
     ("environ", "expected"),
     [
         ({"HEARTH_CONTROL_PORT": "9191"}, "http://127.0.0.1:9191"),
-        ({"HEARTH_CONTROL_URL": "https://pm.internal:8443/"}, "https://pm.internal:8443/"),
-        ({"HEARTH_CONTROL_URL": "http://10.0.0.2:81", "HEARTH_CONTROL_PORT": "9191"}, "http://10.0.0.2:81"),
+        ({"HEARTH_CONTROL_URL": "https://localhost:8443/"}, "https://localhost:8443/"),
+        ({"HEARTH_CONTROL_URL": "http://[::1]:81", "HEARTH_CONTROL_PORT": "9191"}, "http://[::1]:81"),
+        ({"HEARTH_CONTROL_URL": "http://127.0.0.2:81"}, "http://127.0.0.2:81"),
     ],
 )
 def test_control_url(base: dict[str, str], environ: dict[str, str], expected: str) -> None:
     assert Config.from_env({**base, **environ}).control_url == expected
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.2:81", "https://pm.internal:8443/", "http://0.0.0.0:8081"])
+def test_control_url_off_this_host_is_refused(base: dict[str, str], url: str) -> None:
+    with pytest.raises(ConfigError, match="HEARTH_CONTROL_URL must name a loopback host"):
+        Config.from_env({**base, "HEARTH_CONTROL_URL": url})
 
 
 @pytest.mark.parametrize("token", [None, "", "x", "1234567"])

@@ -167,6 +167,9 @@ def test_remove_on_exit_bool(base: dict[str, str], value: str, expected: bool) -
         ({"HEARTH_DEFAULT_TIMEOUT_S": "60", "HEARTH_MAX_TIMEOUT_S": "30"}, "HEARTH_DEFAULT_TIMEOUT_S"),
         ({"HEARTH_PREWARM": "5", "HEARTH_MAX_CONTAINERS": "4"}, "HEARTH_PREWARM"),
         ({"HEARTH_MAX_CONTAINERS": "1"}, "HEARTH_PREWARM"),  # the default prewarm of 2 no longer fits
+        ({"HEARTH_CONTROL_HOST": "0.0.0.0"}, "HEARTH_CONTROL_HOST must be a loopback"),
+        ({"HEARTH_CONTROL_HOST": "10.1.2.3"}, "HEARTH_CONTROL_HOST must be a loopback"),
+        ({"HEARTH_CONTROL_HOST": "pm.example"}, "HEARTH_CONTROL_HOST must be a loopback"),
     ],
 )
 def test_inconsistent_settings(base: dict[str, str], environ: dict[str, str], named: str) -> None:
@@ -182,6 +185,8 @@ def test_inconsistent_settings(base: dict[str, str], environ: dict[str, str], na
         ({"HEARTH_PREWARM": "4", "HEARTH_MAX_CONTAINERS": "4"}, "prewarm", 4),
         ({"HEARTH_PREWARM": "0", "HEARTH_MAX_CONTAINERS": "1"}, "max_containers", 1),
         ({"HEARTH_CONTROL_PORT": "0"}, "control_port", 0),
+        ({"HEARTH_CONTROL_HOST": "::1"}, "control_host", "::1"),
+        ({"HEARTH_CONTROL_HOST": "localhost"}, "control_host", "localhost"),
         ({"HEARTH_CONTAINER_CPUS": "0.5"}, "cpus", 0.5),
         ({"HEARTH_RUNTIME_IMAGE": "registry.local/rt:1"}, "image", "registry.local/rt:1"),
     ],
