@@ -239,6 +239,7 @@ def handler(gw: Gateway) -> Callable[[web.Request], Awaitable[web.Response]]:
         resp = web.Response(body=orjson.dumps(shaped), content_type="application/json")
         resp.headers["X-Request-Id"] = request_id
         resp.headers["X-Hearth-Container"] = result.container.key
+        resp.headers["X-Hearth-Start"] = str(result.meta.get("start", "warm"))
         return resp
 
     return execute

@@ -195,7 +195,8 @@ class Executor:
         meta = {"outcome": "ok", "status": status, "exit_code": exit_code, "signal": sig,
                 "timed_out": outcome.timed_out, "truncated": outcome.overflowed,
                 "duration_ms": round(outcome.duration_ms, 3), "stdout_bytes": len(outcome.stdout),
-                "recycle": self.recycling, **outcome.usage}
+                "recycle": self.recycling, "start": "cold" if self.runs == 1 else "warm",
+                **outcome.usage}
         return protocol.encode(meta, outcome.stdout + outcome.stderr)
 
     def _keep(self) -> set[int]:
