@@ -192,15 +192,51 @@ def code_from_body(body: dict[str, Any]) -> bytes:
     return code
 
 
+def _handler(body: dict[str, Any], code: bytes) -> str:
+    # Caught here, a broken deploy is a 400 the deployer sees at once, not a
+    # load error on the first call. Nothing is imported or run.
+    handler = body.get("handler", "main.handle")
+    if not isinstance(handler, str) or not HANDLER_RE.fullmatch(handler):
+        raise InvalidSpec("handler must look like module.function, e.g. main.handle")
+    module = handler.rpartition(".")[0]
+    if isinstance(body.get("source"), str):
+        if module != "main":
+            raise InvalidSpec(
+                f"handler {handler!r}: a single-file deploy is saved as main.py, "
+                "so the handler must be main.<function>"
+            )
+        _check_compiles(body["source"])
+    elif body.get("archive") is not None:
+        _check_module_in_archive(handler, module, code)
+    return handler
+
+
+def _check_compiles(source: str) -> None:
+    try:
+        compile(source, "main.py", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = "main.py" + (f", line {exc.lineno}" if exc.lineno else "")
+        raise InvalidSpec(f"source does not compile: {type(exc).__name__}: {exc.msg} ({where})") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # a NUL byte, absurd nesting
+        reason = ": ".join(filter(None, (type(exc).__name__, str(exc))))
+        raise InvalidSpec(f"source does not compile: {reason}") from None
+
+
+def _check_module_in_archive(handler: str, module: str, code: bytes) -> None:
+    path = module.replace(".", "/")
+    with zipfile.ZipFile(io.BytesIO(code)) as zf:
+        names = {name.removeprefix("./") for name in zf.namelist()}
+    if f"{path}.py" not in names and f"{path}/__init__.py" not in names:
+        raise InvalidSpec(f"handler {handler!r}: the archive has neither {path}.py nor {path}/__init__.py")
+
+
 def spec_from_body(name: str, body: Any, code: bytes, config: Config) -> FunctionSpec:
     if not isinstance(body, dict):
         raise InvalidSpec("the request body must be a JSON object")
     unknown = set(body) - SPEC_FIELDS
     if unknown:
         raise InvalidSpec(f"unknown field(s): {', '.join(sorted(unknown))}")
-    handler = body.get("handler", "main.handle")
-    if not isinstance(handler, str) or not HANDLER_RE.fullmatch(handler):
-        raise InvalidSpec("handler must look like module.function, e.g. main.handle")
+    handler = _handler(body, code)
     min_scale = _integer(body, "min_scale", 0, 0, config.max_containers)
     default_max = min(config.max_containers, max(10, min_scale))
     max_scale = _integer(body, "max_scale", default_max, 1, config.max_containers)

@@ -114,10 +114,11 @@ def test_spec_defaults_follow_config(tmp_path: Path) -> None:
 
 
 def test_spec_accepts_every_field(config: Config) -> None:
+    archive = b64(make_zip({"pkg/__init__.py": b"", "pkg/mod.py": b"def entry(e, c):\n    return 1\n"}))
     spec, _ = deploy(
-        config, handler="pkg.mod.entry", timeout_s=300, memory_mb=2048, concurrency=1000, min_scale=64,
-        max_scale=64, env={"A": "1", "_b2": "", "hearth_lower": "ok", "HEARTHX": "ok"}, network=True,
-        webhook_secret="s3cret",
+        config, source=None, archive=archive, handler="pkg.mod.entry", timeout_s=300, memory_mb=2048,
+        concurrency=1000, min_scale=64, max_scale=64, network=True, webhook_secret="s3cret",
+        env={"A": "1", "_b2": "", "hearth_lower": "ok", "HEARTHX": "ok"},
     )
     assert spec.handler == "pkg.mod.entry"
     assert spec.timeout_s == 300.0 and isinstance(spec.timeout_s, float)
@@ -203,6 +204,76 @@ def test_spec_boundaries_accepted(config: Config, body: dict[str, Any], attr: st
 def test_spec_validation_errors(config: Config, body: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidSpec, match=match):
         spec_from_body("echo", {"source": SOURCE, **body}, b"code", config)
+
+
+@pytest.mark.parametrize("handler", ["cold.handle", "main.sub.handle", "pkg.main.handle"])
+def test_single_file_handler_must_be_in_main(config: Config, handler: str) -> None:
+    with pytest.raises(InvalidSpec, match=rf"handler '{handler}': a single-file deploy is saved as main\.py"):
+        deploy(config, handler=handler)
+
+
+def test_single_file_may_name_any_function_of_main(config: Config) -> None:
+    assert deploy(config, handler="main.other")[0].handler == "main.other"
+
+
+@pytest.mark.parametrize(
+    ("source", "match"),
+    [
+        ("def handle(event, context):\n    return (\n", r"SyntaxError: .* \(main\.py, line 2\)"),
+        ("x = 1\n\ndef handle(e, c)\n    return 1\n", r"SyntaxError: .* \(main\.py, line 3\)"),
+        ("def handle(e, c):\nreturn 1\n", r"IndentationError: .* \(main\.py, line 2\)"),
+        ("x = 1\x00\n", "(SyntaxError|ValueError): .*null bytes"),  # which one depends on the Python
+    ],
+)
+def test_source_that_does_not_compile_is_refused(config: Config, source: str, match: str) -> None:
+    with pytest.raises(InvalidSpec, match="^source does not compile: " + match):
+        deploy(config, source=source)
+
+
+def test_source_is_compiled_not_run(config: Config, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    source = f"open({str(marker)!r}, 'w').close()\nimport does_not_exist\n"
+    deploy(config, source=source)  # a missing import is the runtime's to report
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("files", "handler"),
+    [
+        ({"main.py": b""}, "main.handle"),
+        ({"app.py": b""}, "app.run"),
+        ({"pkg/__init__.py": b"", "pkg/mod.py": b""}, "pkg.mod.entry"),
+        ({"pkg/mod.py": b""}, "pkg.mod.entry"),  # a namespace package
+        ({"pkg/mod/__init__.py": b""}, "pkg.mod.entry"),
+    ],
+)
+def test_archive_holding_the_handler_module_is_accepted(
+    config: Config, files: dict[str, bytes], handler: str
+) -> None:
+    assert deploy(config, source=None, archive=b64(make_zip(files)), handler=handler)[0].handler == handler
+
+
+@pytest.mark.parametrize(
+    ("files", "handler", "missing"),
+    [
+        ({"app.py": b""}, "main.handle", "main.py nor main/__init__.py"),
+        ({"src/main.py": b""}, "main.handle", "main.py nor main/__init__.py"),
+        ({"pkg/__init__.py": b""}, "pkg.mod.entry", "pkg/mod.py nor pkg/mod/__init__.py"),
+        ({"pkg/mod/": b""}, "pkg.mod.entry", "pkg/mod.py nor pkg/mod/__init__.py"),
+    ],
+)
+def test_archive_without_the_handler_module_is_refused(
+    config: Config, files: dict[str, bytes], handler: str, missing: str
+) -> None:
+    with pytest.raises(InvalidSpec, match=rf"handler '{handler}': the archive has neither {missing}"):
+        deploy(config, source=None, archive=b64(make_zip(files)), handler=handler)
+
+
+def test_targz_archive_is_checked_for_the_handler_module_too(config: Config) -> None:
+    archive = b64(make_targz({"./app.py": b""}, dirs=(".",)))
+    assert deploy(config, source=None, archive=archive, handler="app.run")[0].handler == "app.run"
+    with pytest.raises(InvalidSpec, match=r"neither main\.py"):
+        deploy(config, source=None, archive=archive)
 
 
 @pytest.mark.parametrize("body", [None, [], "text", 5])
