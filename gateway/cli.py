@@ -158,13 +158,22 @@ def _run_invoke(args: argparse.Namespace, settings: Settings) -> int:
         for key, value in response.headers:
             print(f"{key}: {value}")
         print()
-    _write_bytes(response.body)
+    _write_bytes(_terminal_friendly(response.body))
     if response.ok:
         return 0
     error = response.error()
     if error is not None:
-        print(f"hearth: {response.status} {error[0]}: {error[1]}", file=sys.stderr)
+        # The message is already in the body on stdout; repeating it doubles a long traceback.
+        print(f"hearth: {response.status} {error[0]}", file=sys.stderr)
     return 1
+
+
+def _terminal_friendly(body: bytes) -> bytes:
+    # On a terminal the prompt would start on the body's last line; a pipe
+    # gets the function's bytes exactly.
+    if body and not body.endswith(b"\n") and sys.stdout.isatty():
+        return body + b"\n"
+    return body
 
 
 # Keeps what the user already encoded (%xx) and the query string intact.
@@ -178,6 +187,21 @@ def _add_ls_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the gateway's JSON as is")
 
 
+LOAD_ERROR_WIDTH = 60
+
+
+def _reason(info: dict[str, Any]) -> Any:
+    # Code that cannot load never gets a container; without this the table
+    # would show such a function as merely scaled to zero.
+    error = info.get("load_error")
+    if error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        if len(first) > LOAD_ERROR_WIDTH:
+            first = first[: LOAD_ERROR_WIDTH - 3] + "..."
+        return f"load failed: {first}"
+    return (info.get("scaling") or {}).get("reason")
+
+
 _LS_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("NAME", lambda f: f.get("name")),
     ("HANDLER", lambda f: f.get("handler")),
@@ -188,7 +212,7 @@ _LS_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("STARTING", lambda f: (f.get("containers") or {}).get("starting")),
     ("DRAINING", lambda f: (f.get("containers") or {}).get("draining")),
     ("DESIRED", lambda f: (f.get("scaling") or {}).get("desired")),
-    ("REASON", lambda f: (f.get("scaling") or {}).get("reason")),
+    ("REASON", _reason),
 ]
 
 

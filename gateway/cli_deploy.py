@@ -61,6 +61,8 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
 
 def deploy_payload(args: argparse.Namespace) -> dict[str, Any]:
     payload = code_payload(Path(args.path))
+    if "source" in payload and args.handler is not None:
+        check_single_file_handler(args.handler)
     for dest, key in _OPTION_KEYS.items():
         value = getattr(args, dest)
         if value is not None:
@@ -68,6 +70,16 @@ def deploy_payload(args: argparse.Namespace) -> dict[str, Any]:
     if args.env:
         payload["env"] = dict(args.env)
     return payload
+
+
+def check_single_file_handler(handler: str) -> None:
+    # The gateway would refuse it too, but only after the upload; say it before.
+    if handler.rpartition(".")[0] != "main":
+        raise CliError(
+            f"handler {handler!r}: a single-file deploy is saved as main.py,"
+            " use --handler main.<function> (or deploy a directory)",
+            2,
+        )
 
 
 def code_payload(path: Path) -> dict[str, Any]:

@@ -123,10 +123,11 @@ async def load(
     except RuntimeBroken as exc:
         # The runtime took the code and then died or hung: the code did it
         # (e.g. os._exit at import time), so it counts against the function.
-        raise LoadFailed(f"{spec.name} killed the runtime while loading: {exc}") from exc
+        raise LoadFailed(f"the code killed the runtime while loading: {exc}") from exc
     if not answer.get("ok"):
+        # No name here: the gateway's error and the pool's log line name the function.
         error = answer.get("error") or {}
-        raise LoadFailed(f"{spec.name} failed to load: {error.get('message', answer)}")
+        raise LoadFailed(str(error.get("message", answer)))
     inst.function, inst.version = spec.name, spec.version
 
 

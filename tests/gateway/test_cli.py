@@ -217,13 +217,13 @@ def test_deploy_source_sends_only_given_options(
 def test_deploy_all_options(fake: FakeGateway, env: dict[str, str], tmp_path: Path) -> None:
     source = tmp_path / "f.py"
     source.write_text("x = 1\n")
-    args = ["deploy", "fn", str(source), "--handler", "app.run", "--timeout", "2.5"]
+    args = ["deploy", "fn", str(source), "--handler", "main.run", "--timeout", "2.5"]
     args += ["--memory", "256", "--concurrency", "8", "--min-scale", "1", "--max-scale", "5"]
     args += ["--env", "A=1", "--env", "B=x=y", "--network", "--webhook-secret", "s3"]
     assert main(args, env) == 0
     assert fake.requests[0].json() == {
         "source": "x = 1\n",
-        "handler": "app.run",
+        "handler": "main.run",
         "timeout_s": 2.5,
         "memory_mb": 256,
         "concurrency": 8,
@@ -279,6 +279,21 @@ def test_deploy_bad_path_fails_without_request(
     assert main(["deploy", "fn", str(tmp_path / name)], env) == 2
     assert str(tmp_path / name) in capsys.readouterr().err
     assert fake.requests == []
+
+
+def test_deploy_single_file_with_another_module_fails_without_request(
+    fake: FakeGateway, env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cold.py").write_text("def handle(event, context):\n    return 1\n")
+    assert main(["deploy", "cold", str(tmp_path / "cold.py"), "--handler", "cold.handle"], env) == 2
+    err = capsys.readouterr().err
+    assert "handler 'cold.handle': a single-file deploy is saved as main.py" in err
+    assert "--handler main.<function>" in err
+    assert fake.requests == []
+    # A directory keeps its file names, so any module may hold the handler.
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "cold.py").write_text("def handle(event, context):\n    return 1\n")
+    assert main(["deploy", "cold", str(tmp_path / "app"), "--handler", "cold.handle"], env) == 0
 
 
 def test_deploy_rejects_env_without_equals(env: dict[str, str], tmp_path: Path) -> None:
@@ -360,8 +375,21 @@ def test_invoke_json_error_exits_1_with_code_on_stderr(
 ) -> None:
     assert main(["invoke", "boom"], env) == 1
     captured = capsysbinary.readouterr()
-    assert json.loads(captured.out)["error"]["code"] == "handler_error"
-    assert captured.err == b"hearth: 500 handler_error: ZeroDivisionError: division by zero\n"
+    assert json.loads(captured.out)["error"]["message"] == "ZeroDivisionError: division by zero"
+    assert captured.err == b"hearth: 500 handler_error\n"  # the message is on stdout already
+
+
+def test_invoke_ends_the_body_with_a_newline_only_on_a_terminal(
+    fake: FakeGateway, env: dict[str, str], capsysbinary: pytest.CaptureFixture[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert main(["invoke", "boom"], env) == 1
+    piped = capsysbinary.readouterr().out
+    assert not piped.endswith(b"\n")  # byte-exact into a pipe
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["invoke", "boom"], env) == 1
+    assert main(["invoke", "hello", "--data", "x\n"], env) == 0
+    assert capsysbinary.readouterr().out == piped + b"\n" + b"\x00echo:x\n"
 
 
 def test_invoke_plain_error_and_redirect(
@@ -398,6 +426,20 @@ def test_ls_prints_a_table_with_dashes_for_missing(
     ]
     assert lines[1].split()[:6] == ["hello", "main.handle", "4", "0", "10", "2"]
     assert lines[2].split() == ["sparse"] + ["-"] * 9
+
+
+def test_ls_reason_shows_the_first_line_of_a_load_error() -> None:
+    error = "SyntaxError: invalid syntax (main.py, line 3)\n\nTraceback (most recent call last):\n  ..."
+    long = "ModuleNotFoundError: No module named 'a_module_with_a_remarkably_long_name_indeed'"
+    table = format_table([
+        {"name": "syn", "load_error": error, "scaling": {"reason": "idle"}},
+        {"name": "imp", "load_error": long},
+        {"name": "ok", "load_error": None, "scaling": {"reason": "idle"}},
+    ])
+    syn, imp, ok = (line.split("  ")[-1].strip() for line in table.splitlines()[1:])
+    assert syn == "load failed: SyntaxError: invalid syntax (main.py, line 3)"
+    assert imp == "load failed: " + long[:57] + "..."
+    assert ok == "idle"
 
 
 def test_ls_json_prints_the_answer(
