@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.breaker import Breaker
@@ -13,14 +15,25 @@ from gateway.queue import WaitQueue
 from gateway.upstream import Container, FunctionRoute
 
 log = logging.getLogger("hearth.gateway.routes")
+# How long the first table may take before that is worth a warning: the pool
+# manager is usually started beside the gateway and may not listen yet.
+STARTUP_GRACE_S = 10.0
+
+
+def unavailable_level(loaded: bool, waited_s: float) -> int:
+    """How loudly to log a failed fetch: quiet while the pool manager is still starting."""
+    return logging.WARNING if loaded or waited_s >= STARTUP_GRACE_S else logging.INFO
 
 
 class Routes:
     """Functions and their containers. Survives pool-manager outages with the last table."""
 
-    def __init__(self, config: Config, control: ControlClient) -> None:
+    def __init__(
+        self, config: Config, control: ControlClient, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.control = control
+        self.clock = clock
         self.version = -1
         self.functions: dict[str, FunctionRoute] = {}
         self.queues: dict[str, WaitQueue] = {}
@@ -81,14 +94,23 @@ class Routes:
     async def watch(self) -> None:
         """Long-poll for new versions forever; back off while the pool manager is away."""
         delay_s = 0.1
+        started = self.clock()
         while True:
             try:
                 table = await self.control.routes(self.version, timeout_s=60.0)
             except ControlUnavailable as exc:
-                log.warning("routing table unavailable (serving the last one): %s", exc)
+                self._log_unavailable(exc, self.clock() - started)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 2.0)
                 continue
             delay_s = 0.1
             if int(table.get("version", -1)) != self.version:
                 self.apply(table)
+
+    def _log_unavailable(self, exc: ControlUnavailable, waited_s: float) -> None:
+        loaded = self.ready.is_set()
+        level = unavailable_level(loaded, waited_s)
+        if loaded:
+            log.log(level, "routing table unavailable (serving the last one): %s", exc)
+        else:
+            log.log(level, "waiting for the pool manager's routing table (%.0f s so far): %s", waited_s, exc)
