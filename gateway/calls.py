@@ -218,9 +218,13 @@ class CallStore:
 
         return await self.db.run(job)
 
-    async def counts(self) -> dict[str, int]:
+    async def counts(self, function: str | None = None) -> dict[str, int]:
+        """Calls by state, of one function or of all."""
+        where, args = ("WHERE function = ?", (function,)) if function else ("", ())
+        sql = f"SELECT state, COUNT(*) FROM calls {where} GROUP BY state"
+
         def job(conn: sqlite3.Connection) -> dict[str, int]:
-            rows = conn.execute("SELECT state, COUNT(*) FROM calls GROUP BY state").fetchall()
+            rows = conn.execute(sql, args).fetchall()
             return {str(r[0]): int(r[1]) for r in rows}
 
         return await self.db.run(job)

@@ -166,7 +166,7 @@ async def list_calls(request: web.Request) -> web.Response:
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}")
     store = request.app[CALLS_KEY].store
-    found, counts = await store.list(state, function, limit), await store.counts()
+    found, counts = await store.list(state, function, limit), await store.counts(function)
     body = {"calls": [c.summary() for c in found], "counts": {s: counts.get(s, 0) for s in STATES}}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 

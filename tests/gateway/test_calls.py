@@ -145,3 +145,14 @@ async def test_list_filters_and_orders_newest_first(store: CallStore) -> None:
     assert [c.id for c in await store.list(None, None, 10)] == ["c", "b", "a"]
     assert [c.id for c in await store.list("queued", "fn", 1)] == ["c"]
     assert await store.list("failed", None, 10) == []
+
+
+async def test_counts_of_one_function(store: CallStore) -> None:
+    await store.add("a", req(), T0, 0)
+    await store.add("b", Request(function="other"), T0, 0)
+    await store.add("c", req(), T0, 0)
+    await store.claim(1, T0)
+    assert await store.counts() == {"running": 1, "queued": 2}
+    assert await store.counts("fn") == {"running": 1, "queued": 1}
+    assert await store.counts("other") == {"queued": 1}
+    assert await store.counts("nobody") == {}
