@@ -141,6 +141,7 @@ class Config:
     scale_policy: ScalePolicy
     prewarm_max: int
     autoscale_tick_s: float
+    prewarm_window_s: float = 60.0
     # Keyword-only, so fields added after it need no default.
     sandbox: SandboxConfig = field(default_factory=SandboxConfig, kw_only=True)
 
@@ -187,6 +188,7 @@ class Config:
             scale_policy=_scale_policy(environ),
             prewarm_max=env_int(environ, "HEARTH_PREWARM_MAX", max(prewarm, 8)),
             autoscale_tick_s=env_float(environ, "HEARTH_AUTOSCALE_TICK_S", 1.0, minimum=0.05),
+            prewarm_window_s=env_float(environ, "HEARTH_PREWARM_WINDOW_S", 60.0, minimum=1.0),
         )
         config = replace(config, sandbox=SandboxConfig.from_env(environ, config.max_containers))
         config.validate()

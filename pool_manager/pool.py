@@ -38,7 +38,7 @@ class Pool:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.scaler = Scaler(config.scale_policy, config.prewarm, config.prewarm_max)
+        self.scaler = Scaler(config.scale_policy, config.prewarm, config.prewarm_max, config.prewarm_window_s)
         self.backend = backend
         self.registry = registry
         self.routes = RoutingTable()
@@ -235,10 +235,19 @@ class Pool:
                         await asyncio.sleep(0)  # let it claim its generic container
                 elif missing < 0:
                     self._scale_down(spec, current, -missing)
-            spare = len(self.generics((STARTING, READY)))
-            for _ in range(max(0, min(self.scaler.prewarm_wanted(now) - spare, self._room()))):
-                self._spawn(self._start_generic())
+            self._size_prewarm(self.scaler.prewarm_wanted(now))
             self.publish()
+
+    def _size_prewarm(self, wanted: int) -> None:
+        spare = len(self.generics((STARTING, READY)))
+        for _ in range(max(0, min(wanted - spare, self._room()))):
+            self._spawn(self._start_generic())
+        # A burst of cold starts grew the pool; once it has aged out of the
+        # window, the spares it left would hold memory and budget for good.
+        for inst in sorted(self.generics(), key=lambda i: i.created_at)[: max(0, spare - wanted)]:
+            inst.state = DRAINING  # not READY: nobody may claim it now
+            log.info("retiring spare generic container %s (%d wanted)", inst.name, wanted)
+            self._spawn(self.drop(inst))
 
     def _scale_down(self, spec: FunctionSpec, current: list[Instance], excess: int) -> None:
         # Only ready containers are retired; ones still starting finish first.

@@ -31,10 +31,12 @@ class FunctionState:
 class Scaler:
     """Turns gateway load reports into desired counts, one decide() per function per tick."""
 
-    def __init__(self, policy: ScalePolicy, prewarm: int, prewarm_max: int) -> None:
+    def __init__(self, policy: ScalePolicy, prewarm: int, prewarm_max: int,
+                 prewarm_window_s: float = 60.0) -> None:
         self.policy = policy
         self.prewarm = prewarm
         self.prewarm_max = prewarm_max
+        self.prewarm_window_s = prewarm_window_s
         self.functions: dict[str, FunctionState] = {}
         self.cold_starts: deque[float] = deque(maxlen=1000)
 
@@ -102,7 +104,7 @@ class Scaler:
         return bool(st and st.samples and st.samples[-1][1] > capacity)
 
     def prewarm_wanted(self, now: float) -> int:
-        return prewarm_target(self.prewarm, self.prewarm_max, self.cold_starts, now)
+        return prewarm_target(self.prewarm, self.prewarm_max, self.cold_starts, now, self.prewarm_window_s)
 
     def describe(self, name: str) -> dict[str, Any]:
         st = self.functions.get(name)

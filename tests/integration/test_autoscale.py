@@ -132,8 +132,9 @@ async def test_scale_down_and_redeploy_drain_without_failing_requests(engine: No
         await asyncio.to_thread(s.down)
 
 
-def test_prewarm_pool_grows_with_cold_starts_and_refills(engine: None, tmp_path: Path) -> None:
-    s = Stack(tmp_path, HEARTH_PREWARM="1", HEARTH_PREWARM_MAX="4", **FAST_SCALING)
+def test_prewarm_pool_grows_with_cold_starts_refills_and_shrinks_back(engine: None, tmp_path: Path) -> None:
+    s = Stack(tmp_path, HEARTH_PREWARM="1", HEARTH_PREWARM_MAX="4", HEARTH_PREWARM_WINDOW_S="10",
+              **FAST_SCALING)
     try:
         s.up()
         control = f"http://127.0.0.1:{s.control_port}/v1/status"
@@ -153,5 +154,10 @@ def test_prewarm_pool_grows_with_cold_starts_and_refills(engine: None, tmp_path:
         while status()["ready"] < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert status()["ready"] == 3, status()
+        # Once the cold starts age out of the window, the spares go again.
+        deadline = time.monotonic() + 40
+        while status()["ready"] > 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (status()["wanted"], status()["ready"]) == (1, 1), status()
     finally:
         s.down()

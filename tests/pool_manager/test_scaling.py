@@ -147,6 +147,14 @@ def test_load_succeeded_clears_failures_and_counts_cold_starts() -> None:
     assert scaler.prewarm_wanted(85.0) == 1
 
 
+def test_the_prewarm_window_is_configurable() -> None:
+    scaler = Scaler(POLICY, 1, 4, prewarm_window_s=5.0)
+    for at in (1.0, 2.0):
+        scaler.load_succeeded("f", at, cold=True)
+    assert scaler.prewarm_wanted(2.0) == 2
+    assert scaler.prewarm_wanted(6.5) == 1  # 1.0 aged out of the 5 s window
+
+
 # -- waiting --------------------------------------------------------------------
 
 
