@@ -151,6 +151,9 @@ def serve(invoker: Invoker, ctl: socket.socket, slots: Slots, index: int, timeou
             kind, payload = Lease(invoker, conn, ctl, slots, index, timeout_s).serve(frame)
         finally:
             conn.close()  # this copy only: the supervisor keeps its own
+            # A reply cut short by a vanished client left the slot "replying";
+            # health would count this idle worker as busy for good.
+            slots.set(index, IDLE)
         try:
             ctl.sendall(CONTROL.pack(kind, len(payload)) + payload)
         except OSError:

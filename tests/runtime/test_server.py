@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from runtime import protocol
 from tests.runtime.conftest import Client, Server
 
 pytestmark = pytest.mark.timeout(30)
@@ -414,3 +415,16 @@ def test_unknown_op_is_answered(server: Server) -> None:
     reply, _ = server.client().call({"op": "dance"})
     assert reply["ok"] is False
     assert reply["error"]["code"] == "unknown_op"
+
+
+def test_a_client_gone_before_its_reply_leaves_no_busy_worker(server: Server) -> None:
+    loaded(server)
+    gone = server.client()
+    protocol.send_frame(gone.sock, {"op": "invoke", "id": "r", "method": "GET", "path": "/sleep",
+                                    "query": "s=0.3", "headers": [], "timeout_s": 5.0})
+    gone.close()
+    time.sleep(0.8)  # the handler finishes and finds nobody to answer
+    health = server.client().health()
+    assert (health["workers"], health["busy"]) == (1, 0)
+    meta, _ = server.client().invoke("/dict")
+    assert meta["status"] == 200
