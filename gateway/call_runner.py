@@ -22,12 +22,14 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
+from gateway import metrics
 from gateway.call import Call, Outcome
 from gateway.callbacks import backoff_s, callback_headers, post
 from gateway.calls import CallStore
 from gateway.calls_config import CallsConfig
 from gateway.errors import FunctionLoadFailed, GatewayError, QueueFull, QueueTimeout, Unavailable
 from gateway.signature import sign
+from hearth import logs
 
 log = logging.getLogger("hearth.gateway.calls")
 # Refusals that happen before a container saw the request.
@@ -118,6 +120,24 @@ class CallRunner:
             await _sleep(self._wake, self._wait_s(due, free - len(calls)))
 
     async def _run(self, call: Call) -> None:
+        # The call id is the request id: the function's own log lines, the
+        # container's and the gateway's can be joined on it, as for sync calls.
+        token = logs.request_id.set(call.id)
+        started = time.perf_counter()
+        try:
+            outcome = await self._outcome(call)
+        finally:
+            logs.request_id.reset(token)
+        if outcome is None:
+            return  # deferred: it did not run
+        metrics.requests_by(call.function, str(outcome.status)).inc()
+        metrics.latency_by(call.function).observe(time.perf_counter() - started)
+        await self.store.finish(call.id, outcome, self.clock())
+        if call.callback_url:
+            self._callback_wake.set()
+
+    async def _outcome(self, call: Call) -> Outcome | None:
+        """What running ``call`` came to; None when it was put back, never having run."""
         meta = {
             "op": "invoke", "id": call.id, "call_id": call.id, "method": call.method,
             "path": call.path, "query": call.query, "headers": call.headers,
@@ -127,19 +147,15 @@ class CallRunner:
         except NOT_STARTED as exc:
             if call.deferrals < self.config.max_deferrals:
                 await self._defer(call, exc)
-                return
-            outcome = error_outcome(exc)
+                return None
+            return error_outcome(exc)
         except GatewayError as exc:
-            outcome = error_outcome(exc)
+            return error_outcome(exc)
         except Exception as exc:  # a bug must not leave the call "running" until a restart
             log.exception("running call %s failed", call.id)
-            outcome = error_outcome(GatewayError(f"internal error: {type(exc).__name__}"))
-        else:
-            status = int(result.meta.get("status", 502))
-            outcome = Outcome(status, [list(h) for h in result.meta.get("headers") or ()], result.body)
-        await self.store.finish(call.id, outcome, self.clock())
-        if call.callback_url:
-            self._callback_wake.set()
+            return error_outcome(GatewayError(f"internal error: {type(exc).__name__}"))
+        status = int(result.meta.get("status", 502))
+        return Outcome(status, [list(h) for h in result.meta.get("headers") or ()], result.body)
 
     async def _defer(self, call: Call, exc: GatewayError) -> None:
         now = self.clock()

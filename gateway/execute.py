@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 import re
 import uuid
@@ -32,10 +33,12 @@ from aiohttp import web
 from gateway import metrics
 from gateway.errors import BadRequest, Unavailable, UpstreamBroken
 from gateway.execute_config import ExecuteConfig
+from hearth import logs
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
+log = logging.getLogger("hearth.gateway")
 SANDBOX = "_execute"  # the pool manager's built-in function (pool_manager/sandbox.py)
 LANGUAGES = frozenset({"python", "python3", "py"})
 FIELDS = frozenset({"language", "code", "stdin", "args", "files", "timeout_s", "memory_mb"})
@@ -232,10 +235,17 @@ def handler(gw: Gateway) -> Callable[[web.Request], Awaitable[web.Response]]:
             raise Unavailable("this Hearth runs no sandbox (HEARTH_SANDBOX_MAX_SCALE is 0)")
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         meta = {"op": "execute", "id": request_id}
-        result = await gw.dispatcher.invoke(SANDBOX, meta, run.body(gw.config.execute.output_limit_bytes))
-        _check_answer(result.meta)
-        shaped = shape_result(result.meta, result.body)
-        metrics.EXECUTIONS.labels(str(shaped.get("status", "unknown"))).inc()
+        token = logs.request_id.set(request_id)  # lines logged meanwhile name the run
+        try:
+            result = await gw.dispatcher.invoke(SANDBOX, meta, run.body(gw.config.execute.output_limit_bytes))
+            _check_answer(result.meta)
+            shaped = shape_result(result.meta, result.body)
+            metrics.EXECUTIONS.labels(str(shaped.get("status", "unknown"))).inc()
+            if gw.config.access_log:
+                log.info("execute", extra={"status": shaped.get("status"), "container": result.container.key,
+                                           "duration_ms": shaped.get("duration_ms")})
+        finally:
+            logs.request_id.reset(token)
         resp = web.Response(body=orjson.dumps(shaped), content_type="application/json")
         resp.headers["X-Request-Id"] = request_id
         resp.headers["X-Hearth-Container"] = result.container.key

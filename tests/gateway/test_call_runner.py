@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gateway import metrics
 from gateway.call import Request
 from gateway.call_runner import CallRunner
 from gateway.calls import CallStore
@@ -133,11 +134,18 @@ def all_settled(store: CallStore) -> Callable[[], Any]:
     return check
 
 
+def served(function: str, status: str) -> float:
+    labels = {"function": function, "status": status}
+    return metrics.REGISTRY.get_sample_value("hearth_requests_total", labels) or 0.0
+
+
 async def test_every_call_runs_once_and_calls_back_once(store: CallStore, receiver: Receiver) -> None:
     fake = FakeDispatcher(delay_s=0.01)
     runner = make_runner(store, fake)
+    before = served("fn", "200")
     ids = await add(store, runner, 30, receiver.url)
     await run_until(runner, all_settled(store))
+    assert served("fn", "200") - before == 30  # async runs count as the function's requests
     assert fake.calls == collections.Counter(dict.fromkeys(ids, 1))
     assert receiver.got == collections.Counter(dict.fromkeys(ids, 1))
     assert receiver.bad_signatures == 0

@@ -90,5 +90,15 @@ def test_execute_outcomes_are_counted(engine: None, tmp_path) -> None:  # type: 
         text = scrape(f"{s.url}/metrics")
         assert sample(text, "hearth_executions_total", status="ok") == 1
         assert sample(text, "hearth_executions_total", status="error") == 1
+        # A run is logged under its request id, like an invocation.
+        req = urllib.request.Request(
+            f"{s.url}/execute", data=json.dumps({"code": "print(1)"}).encode(),
+            headers={"X-Request-Id": "exec-me-7", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.headers["X-Request-Id"] == "exec-me-7"
+        lines = [json.loads(line) for line in s.log("gateway").splitlines() if line.startswith("{")]
+        mine = [e for e in lines if e.get("request_id") == "exec-me-7"]
+        assert mine and mine[-1]["msg"] == "execute" and mine[-1]["status"] == "ok", mine
     finally:
         s.down()
