@@ -161,3 +161,31 @@ def test_prewarm_pool_grows_with_cold_starts_refills_and_shrinks_back(engine: No
         assert (status()["wanted"], status()["ready"]) == (1, 1), status()
     finally:
         s.down()
+
+
+async def test_a_queue_forming_specializes_a_container_at_once(engine: None, tmp_path: Path) -> None:
+    # Ticks and reports every 30 s: only the demand path (a report the moment
+    # a request queues, acted on as it arrives) can add a container in time.
+    s = Stack(tmp_path, HEARTH_AUTOSCALE_TICK_S="30", HEARTH_REPORT_INTERVAL_S="30",
+              HEARTH_HEALTH_INTERVAL_S="30")
+    try:
+        await asyncio.to_thread(s.up)
+        await asyncio.to_thread(s.deploy, "queued", SLOW, concurrency=1, min_scale=1, max_scale=2)
+        await asyncio.to_thread(s.wait_ready, "queued", 1)
+        async with aiohttp.ClientSession() as session:
+
+            async def call(seconds: float) -> tuple[int, str]:
+                async with session.get(f"{s.url}/function/queued?s={seconds}") as resp:
+                    await resp.read()
+                    return resp.status, resp.headers.get("X-Hearth-Container", "")
+
+            first = asyncio.create_task(call(6.0))  # holds the only container's only slot
+            await asyncio.sleep(0.5)
+            second = await asyncio.wait_for(call(0.0), 30)
+            assert not first.done(), "the second call should not have waited for the first"
+            first_status, first_container = await first
+        assert (first_status, second[0]) == (200, 200)
+        # Served by a new container while the first was still busy, long before any tick.
+        assert second[1] != first_container
+    finally:
+        await asyncio.to_thread(s.down)

@@ -429,15 +429,17 @@ async def test_a_hundred_concurrent_executions(engine: None, tmp_path: Path) -> 
         await asyncio.to_thread(s.up)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
 
-            async def run(i: int) -> tuple[int, dict[str, Any]]:
-                payload = {"language": "python", "code": f"import time\ntime.sleep(0.02)\nprint({i} * 3)"}
+            async def run(i: int) -> tuple[int, dict[str, Any], str]:
+                payload = {"language": "python", "code": f"import time\ntime.sleep(0.05)\nprint({i} * 3)"}
                 async with session.post(f"{s.url}/execute", json=payload) as resp:
-                    return resp.status, await resp.json()
+                    return resp.status, await resp.json(), resp.headers.get("X-Hearth-Container", "")
 
             answers = await asyncio.wait_for(asyncio.gather(*(run(i) for i in range(100))), 120)
-        for i, (status, result) in enumerate(answers):
+        for i, (status, result, _) in enumerate(answers):
             assert status == 200, (result, s.log("gateway"), s.log("pool_manager"))
             assert (result["status"], result["stdout"]) == ("ok", f"{i * 3}\n"), result
+        # Five seconds of work queued on one sandbox: the pool scaled out on the execute queue.
+        assert len({container for _, _, container in answers}) >= 2, answers
     finally:
         await asyncio.to_thread(s.down)
 
