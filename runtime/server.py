@@ -2,13 +2,13 @@
 
 Stdlib only. One asyncio supervisor owns the unix socket, answers ``health``
 at once, imports the function on ``load`` and then forks ``concurrency``
-workers from itself, so every worker starts with the code already imported.
-A connection's first ``invoke`` lends the connection itself to an idle
-worker (``worker.py``), which then serves the client directly until it gives
-the connection back. A worker that overruns its deadline is killed, and one
-that dies is reaped; the supervisor answers the request it was running (504
-or 502) and forks a fresh worker from the loaded supervisor in about a
-millisecond.
+workers from itself (``workers.py``), so every worker starts with the code
+already imported. A connection's first ``invoke`` lends the connection
+itself to an idle worker (``worker.py``), which then serves the client
+directly until it gives the connection back. A worker that overruns its
+deadline is killed, and one that dies is reaped; the supervisor answers the
+request it was running (504 or 502) and forks a fresh worker from the
+loaded supervisor in about a millisecond.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import contextlib
 import gc
 import os
 import signal
-import socket
 import sys
-import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,17 +26,7 @@ from typing import Any, cast
 
 from runtime import protocol, sandbox, worker
 from runtime.handler import Invoker, check_load, describe_exc, error_frame, extract, import_handler
-from runtime.worker import CONTROL, IDLE, RUNNING, Slots
-
-# A worker that closed its socket but did not exit gets this long before SIGKILL.
-EXIT_GRACE_S = 1.0
-# How often the watchdog looks for a handler past its deadline whose worker
-# is still alive (it re-armed or blocked its own SIGALRM).
-WATCHDOG_S = 0.5
-
-
-class Closed(Exception):
-    """The client connection must be closed: its stream is over or unusable."""
+from runtime.workers import Closed, Workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,36 +45,6 @@ class Settings:
         return cls(path, environ.get("HEARTH_CODE_DIR") or "/tmp/hearth-code")
 
 
-
-def _describe_status(status: int) -> str:
-    code = os.waitstatus_to_exitcode(status)
-    if code >= 0:
-        return f"exited with status {code}"
-    try:
-        return f"was killed by {signal.Signals(-code).name}"
-    except ValueError:
-        return f"was killed by signal {-code}"
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-class Worker:
-    """The supervisor's end of one forked worker."""
-
-    __slots__ = ("ctl", "exited", "fd", "final", "index", "killed", "leased", "pid", "reader", "writer")
-
-    def __init__(self, pid: int, ctl: socket.socket, index: int, exited: asyncio.Future[int]) -> None:
-        self.pid, self.ctl, self.fd, self.index, self.exited = pid, ctl, ctl.fileno(), index, exited
-        self.leased = False  # serving a client connection lent to it
-        self.killed = False  # by the watchdog, past its deadline
-        self.final = (IDLE, 0.0, 0.0, False)  # its slot when it was reaped
-        self.reader: asyncio.StreamReader
-        self.writer: asyncio.StreamWriter
-
-
 class Runtime:
     """The supervisor: one loaded function, its workers, and the client connections."""
 
@@ -95,18 +53,11 @@ class Runtime:
         self.executor: sandbox.Executor | None = None  # set by a load in sandbox mode
         self.function: str | None = None
         self.version: str | None = None
-        self.invoker: Invoker | None = None
-        self.concurrency = 0
+        self.workers: Workers | None = None  # set by a load of a function
         self.timeout_s = 30.0
         self.served = False
-        self.closing = False
-        self.slots = Slots(0)
-        self.workers: dict[int, Worker] = {}  # the live pool
-        self.children: dict[int, Worker] = {}  # forked and not yet reaped
-        self.idle: asyncio.Queue[Worker] = asyncio.Queue()
         self.conn_fds: set[int] = set()
         self.listen_fds: list[int] = []
-        self.tasks: set[asyncio.Task[Any]] = set()
 
     async def serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -149,13 +100,14 @@ class Runtime:
             writer.close()
 
     def health(self) -> dict[str, Any]:
-        busy = sum(self.slots.get(w.index)[0] != IDLE for w in self.workers.values())
+        pool = self.workers
         answer = {"ok": True, "function": self.function, "version": self.version,
-                  "workers": len(self.workers), "busy": busy, "pid": os.getpid()}
+                  "workers": len(pool.live) if pool else 0, "busy": pool.busy() if pool else 0,
+                  "pid": os.getpid()}
         return answer | (self.executor.health() if self.executor else {})
 
     async def load(self, meta: dict[str, Any], archive: bytes) -> dict[str, Any]:
-        if self.invoker is not None or self.executor is not None:
+        if self.workers is not None or self.executor is not None:
             message = f"{self.function} {self.version} is already loaded"
             return {"ok": False, "error": {"code": "already_loaded", "message": message}}
         try:
@@ -171,14 +123,13 @@ class Runtime:
             traceback.print_exc()
             return {"ok": False, "error": {"code": "load_failed", "message": describe_exc(exc)}}
         self.function, self.version = str(meta.get("function") or ""), meta.get("version")
-        self.invoker = Invoker(handler, self.function)
-        self.concurrency, self.timeout_s = concurrency, timeout_s
-        # Room for replacements forked while the workers they replace are still being reaped.
-        self.slots = Slots(2 * concurrency)
+        self.timeout_s = timeout_s
+        self.workers = Workers(Invoker(handler, self.function), concurrency, timeout_s,
+                               lambda: [*self.listen_fds, *self.conn_fds])
         gc.freeze()  # keeps workers from dirtying the imported objects' pages
-        await self.fill()
-        self._start(self.watchdog())
-        return {"ok": True, "workers": len(self.workers)}
+        await self.workers.fill()
+        self.workers.start(self.workers.watchdog())
+        return {"ok": True, "workers": len(self.workers.live)}
 
     async def invoke(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      meta: dict[str, Any], body: bytes) -> tuple[bytes, bytes | None]:
@@ -186,14 +137,14 @@ class Runtime:
         loop = asyncio.get_running_loop()
         began = loop.time()
         start = "warm" if self.served else "cold"
-        if self.invoker is None:
+        if self.workers is None:
             return error_frame(503, "refused", "not_loaded", "no function is loaded", start, 0.0), None
         if getattr(reader, "_buffer", b""):
             raise Closed("a second frame arrived before the first was answered")
         timeout_s = float(meta.get("timeout_s") or self.timeout_s)
         try:
             async with asyncio.timeout(timeout_s):  # covers the wait for a worker too
-                chosen = await self.acquire()
+                chosen = await self.workers.acquire()
         except TimeoutError:
             ms = (loop.time() - began) * 1000
             return error_frame(503, "refused", "busy", "no worker became free", start, ms), None
@@ -203,129 +154,11 @@ class Runtime:
         transport = cast(asyncio.Transport, writer.transport)
         transport.pause_reading()  # the worker reads this connection now
         try:
-            return await self.lend(chosen, writer.get_extra_info("socket").fileno(),
-                                   protocol.encode(meta, body))
+            return await self.workers.lend(chosen, writer.get_extra_info("socket").fileno(),
+                                           protocol.encode(meta, body))
         finally:
             if not transport.is_closing():
                 transport.resume_reading()
-
-    async def lend(self, chosen: Worker, fd: int, frame: bytes) -> tuple[bytes, bytes | None]:
-        chosen.leased = True
-        try:
-            socket.send_fds(chosen.ctl, [CONTROL.pack(worker.TAKE, len(frame))], [fd])
-        except OSError:  # it died since it was picked; nothing ran
-            chosen.leased = False
-            return error_frame(503, "refused", "busy", "the worker went away", "warm", 0.0), None
-        chosen.writer.write(frame)
-        release = asyncio.ensure_future(self.read_release(chosen))
-        exited: asyncio.Future[Any] = chosen.exited
-        await asyncio.wait([release, exited], return_when=asyncio.FIRST_COMPLETED)
-        if release.done() and release.exception() is None:
-            kind, payload = release.result()
-            chosen.leased = False
-            if self.workers.get(chosen.pid) is chosen:
-                self.idle.put_nowait(chosen)
-            if kind == worker.CLOSED:
-                raise Closed("the client closed the connection")
-            return b"", payload if kind == worker.PENDING else None
-        release.cancel()
-        return self.answer_for_dead(chosen, await chosen.exited)
-
-    @staticmethod
-    async def read_release(chosen: Worker) -> Any:
-        kind, length = CONTROL.unpack(await chosen.reader.readexactly(CONTROL.size))
-        return kind, await chosen.reader.readexactly(length) if length else b""
-
-    def answer_for_dead(self, dead: Worker, status: int) -> tuple[bytes, bytes | None]:
-        """What the client is owed for the request a dead worker had (if any)."""
-        state, deadline, started, cold = dead.final
-        if state == IDLE:
-            return b"", None
-        if state != RUNNING:
-            raise Closed("the worker died while replying")  # the stream is cut mid-frame
-        ms = (time.monotonic() - started) * 1000
-        start = "cold" if cold else "warm"
-        if dead.killed or os.waitstatus_to_exitcode(status) == -signal.SIGALRM:
-            message = f"the handler ran past its {deadline - started:g} s deadline"
-            return error_frame(504, "timeout", "timeout", message, start, ms), None
-        message = f"the worker running the handler {_describe_status(status)}"
-        return error_frame(502, "crash", "handler_crashed", message, start, ms), None
-
-    async def acquire(self) -> Worker:
-        while True:
-            if self.idle.empty() and len(self.workers) < self.concurrency:
-                await self.fill()
-            if self.idle.empty():
-                self.ask_release()
-            chosen = await self.idle.get()
-            if self.workers.get(chosen.pid) is not chosen:
-                continue  # retired while idle; its replacement is queued
-            if chosen.reader.at_eof():
-                await self.retire(chosen)  # died while idle, not yet reaped
-                continue
-            return chosen
-
-    def ask_release(self) -> None:
-        """Every worker holds a connection: ask one, idle ones first, to give its back."""
-        leased = [w for w in self.workers.values() if w.leased]
-        if leased:
-            leased.sort(key=lambda w: self.slots.get(w.index)[0] != IDLE)
-            leased[0].writer.write(CONTROL.pack(worker.ASK, 0))
-
-    async def watchdog(self) -> None:
-        while not self.closing:
-            await asyncio.sleep(WATCHDOG_S)
-            now = time.monotonic()
-            for w in list(self.workers.values()):
-                state, deadline, _, _ = self.slots.get(w.index)
-                if state == RUNNING and now > deadline + WATCHDOG_S:
-                    w.killed = True
-                    _kill(w.pid)
-
-    async def fill(self) -> None:
-        while self.invoker and not self.closing and len(self.workers) < self.concurrency:
-            try:
-                await self.spawn(self.invoker)
-            except OSError as exc:  # e.g. the pids limit; the next invoke retries
-                print(f"hearth: cannot fork a worker: {exc}", file=sys.stderr)
-                return
-
-    async def spawn(self, invoker: Invoker) -> None:
-        used = {w.index for w in self.children.values()}
-        index = next((i for i in range(2 * self.concurrency) if i not in used), None)
-        if index is None:
-            raise OSError("every worker slot is still in use")
-        self.slots.set(index, IDLE)
-        parent, child = socket.socketpair()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            # Copies of the supervisor's sockets would keep peers from seeing EOF.
-            fds = [*self.listen_fds, *self.conn_fds, *(w.fd for w in self.children.values())]
-            worker.become_worker(invoker, child, parent, fds, self.slots, index, self.timeout_s)
-        child.close()
-        # Registered before the first await so that concurrent fills count it.
-        forked = Worker(pid, parent, index, asyncio.get_running_loop().create_future())
-        self.workers[pid] = self.children[pid] = forked
-        forked.reader, forked.writer = await asyncio.open_connection(sock=parent)
-        self.idle.put_nowait(forked)
-
-    async def retire(self, gone: Worker, kill: bool = False) -> str:
-        """Drop a worker from the pool, reap it, fork its replacement; say how it ended."""
-        if self.workers.get(gone.pid) is gone:
-            del self.workers[gone.pid]
-        gone.writer.close()
-        if kill:
-            _kill(gone.pid)
-        try:
-            async with asyncio.timeout(EXIT_GRACE_S):
-                status = await asyncio.shield(gone.exited)
-        except TimeoutError:
-            _kill(gone.pid)
-            status = await gone.exited
-        await self.fill()
-        return _describe_status(status)
 
     def reap(self) -> None:
         """SIGCHLD: collect every exited child, ours or orphans (we may be PID 1)."""
@@ -336,30 +169,14 @@ class Runtime:
                 return
             if pid == 0:
                 return
-            dead = self.children.pop(pid, None)
-            if dead is None:
-                continue
-            # Read before its slot can go to a replacement.
-            dead.final = self.slots.get(dead.index)
-            dead.exited.set_result(status)
-            if self.workers.get(pid) is dead and not self.closing:
-                self._start(self.retire(dead))
-
-    def _start(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+            if self.workers is not None:
+                self.workers.on_exit(pid, status)
 
     def shutdown(self) -> None:
-        self.closing = True
         if self.executor is not None:
             self.executor.shutdown()
-        for pid in self.children:
-            _kill(pid)
-        for child in self.children.values():
-            with contextlib.suppress(ChildProcessError):
-                child.exited.set_result(os.waitpid(child.pid, 0)[1])
-        self.children.clear()
+        if self.workers is not None:
+            self.workers.shutdown()
 
 
 async def serve(settings: Settings) -> None:
