@@ -16,7 +16,11 @@ bash scripts/image.sh
 hearth() { python3 -m gateway.cli "$@"; }
 
 log "starting the pool manager and the gateway (hearth up)"
-python3 -m gateway.cli up &
+up_args=()
+# A run that stops after the sample call leaves no containers behind; a
+# Hearth kept running leaves them for its next start to adopt.
+if [ "${HEARTH_QUICKSTART_EXIT:-0}" = 1 ]; then up_args+=(--remove-on-exit); fi
+python3 -m gateway.cli up "${up_args[@]}" &
 up_pid=$!
 stop() { kill -TERM "$up_pid" 2>/dev/null || true; wait "$up_pid" || true; }
 trap 'stop; exit 130' INT TERM
