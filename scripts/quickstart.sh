@@ -24,6 +24,8 @@ python3 -m gateway.cli up "${up_args[@]}" &
 up_pid=$!
 stop() { kill -TERM "$up_pid" 2>/dev/null || true; wait "$up_pid" || true; }
 trap 'stop; exit 130' INT TERM
+# A step that fails (or a closed stdout) must not leave Hearth running behind us.
+trap stop EXIT
 
 for _ in $(seq 1 600); do
     if ! kill -0 "$up_pid" 2>/dev/null; then
