@@ -44,6 +44,7 @@ class Gateway:
         self.control = ControlClient(config.control_url, config.control_token)
         self.routes = Routes(config, self.control)
         self.dispatcher = Dispatcher(config, self.routes, self.demand, self.suspect, on_retire=self.retire)
+        self.access = logs.AccessLog("gateway", log.name)
         self._report_now = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -152,8 +153,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         status = resp.status if resp is not None else 500
         metrics.requests_by(label, str(status)).inc()
         metrics.latency_by(label).observe(elapsed_s)
-        if gw.config.access_log:
-            log.info("invoke", extra={
+        if gw.config.access_log and gw.access.enabled():
+            gw.access.write("invoke", {
                 "function": name, "status": status, "duration_ms": round(elapsed_s * 1000, 3),
                 "container": resp.headers.get("X-Hearth-Container") if resp is not None else None,
             })
@@ -238,6 +239,7 @@ async def background(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await gw.control.close()
+    gw.access.flush()
 
 
 def make_app(config: Config) -> web.Application:

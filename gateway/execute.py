@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import math
 import re
 import uuid
@@ -38,7 +37,6 @@ from hearth import logs
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-log = logging.getLogger("hearth.gateway")
 SANDBOX = "_execute"  # the pool manager's built-in function (pool_manager/sandbox.py)
 LANGUAGES = frozenset({"python", "python3", "py"})
 FIELDS = frozenset({"language", "code", "stdin", "args", "files", "timeout_s", "memory_mb"})
@@ -241,9 +239,9 @@ def handler(gw: Gateway) -> Callable[[web.Request], Awaitable[web.Response]]:
             _check_answer(result.meta)
             shaped = shape_result(result.meta, result.body)
             metrics.EXECUTIONS.labels(str(shaped.get("status", "unknown"))).inc()
-            if gw.config.access_log:
-                log.info("execute", extra={"status": shaped.get("status"), "container": result.container.key,
-                                           "duration_ms": shaped.get("duration_ms")})
+            if gw.config.access_log and gw.access.enabled():
+                gw.access.write("execute", {"status": shaped.get("status"), "container": result.container.key,
+                                            "duration_ms": shaped.get("duration_ms")})
         finally:
             logs.request_id.reset(token)
         resp = web.Response(body=orjson.dumps(shaped), content_type="application/json")

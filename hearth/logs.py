@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -55,3 +56,45 @@ def setup(process: str, level: str = "INFO") -> None:
     # gateway logs a line per invocation).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
+
+
+class AccessLog:
+    """The gateway's line per request, in the same JSON shape, at most one write per loop turn.
+
+    Through ``logging`` each line cost a record, a format and a write call:
+    about a tenth of the gateway's CPU under load. Lines logged in one turn of
+    the event loop go out together at the end of it, so none waits longer
+    than the requests being answered in that turn.
+    """
+
+    def __init__(self, process: str, logger: str, stream: IO[bytes] | None = None) -> None:
+        self.process, self.logger = process, logger
+        self.stream = stream
+        self.lines: list[bytes] = []
+
+    def enabled(self) -> bool:
+        return logging.getLogger(self.logger).isEnabledFor(logging.INFO)
+
+    def write(self, msg: str, fields: dict[str, Any]) -> None:
+        entry: dict[str, Any] = {"ts": round(time.time(), 3), "level": "info", "process": self.process,
+                                 "logger": self.logger, "msg": msg}
+        rid = request_id.get()
+        if rid:
+            entry["request_id"] = rid
+        entry.update(fields)
+        if not self.lines:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.lines.append(orjson.dumps(entry, default=str))
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        data = b"\n".join(self.lines) + b"\n"
+        self.lines.clear()
+        stream = self.stream or sys.stderr.buffer
+        try:
+            sys.stderr.flush()  # what logging wrote first goes out first
+            stream.write(data)
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stderr must not fail requests
+            pass

@@ -6,7 +6,9 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -55,6 +57,18 @@ def test_metrics_count_requests_starts_and_containers(stack: Stack) -> None:
     assert sample(pool, "hearth_container_budget") > 0
 
 
+def logged(stack: Stack, request_id: str, msg: str) -> list[dict[str, Any]]:
+    """The gateway's lines for ``request_id``, once its ``msg`` line is there (written
+    at the end of the loop turn that answered, so just after the answer)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(line) for line in stack.log("gateway").splitlines() if line.startswith("{")]
+        mine = [e for e in lines if e.get("request_id") == request_id]
+        if any(e.get("msg") == msg for e in mine) or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.05)
+
+
 def test_a_request_id_follows_the_call_into_logs(stack: Stack) -> None:
     stack.deploy("traced", CHATTY)
     req = urllib.request.Request(
@@ -62,8 +76,7 @@ def test_a_request_id_follows_the_call_into_logs(stack: Stack) -> None:
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.headers["X-Request-Id"] == "trace-me-123"
-    lines = [json.loads(line) for line in stack.log("gateway").splitlines() if line.startswith("{")]
-    mine = [e for e in lines if e.get("request_id") == "trace-me-123"]
+    mine = logged(stack, "trace-me-123", "invoke")
     assert mine and mine[-1]["msg"] == "invoke" and mine[-1]["status"] == 200
     assert mine[-1]["function"] == "traced"
     env = {**stack.env, "HEARTH_GATEWAY_URL": stack.url, "HEARTH_ADMIN_TOKEN": stack.token}
@@ -97,8 +110,7 @@ def test_execute_outcomes_are_counted(engine: None, tmp_path) -> None:  # type: 
         )
         with urllib.request.urlopen(req, timeout=30) as resp:
             assert resp.headers["X-Request-Id"] == "exec-me-7"
-        lines = [json.loads(line) for line in s.log("gateway").splitlines() if line.startswith("{")]
-        mine = [e for e in lines if e.get("request_id") == "exec-me-7"]
+        mine = logged(s, "exec-me-7", "execute")
         assert mine and mine[-1]["msg"] == "execute" and mine[-1]["status"] == "ok", mine
     finally:
         s.down()
