@@ -6,14 +6,16 @@ including those of the session's shared stack.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import REPO, Stack
+from tests.integration.stack import REPO, Stack, pool_containers
 
 pytestmark = pytest.mark.docker
 
@@ -49,5 +51,23 @@ def test_engine_restart_then_hearth_rebuilds_and_serves(engine: None, tmp_path: 
             time.sleep(0.5)
         assert (status, body) == (200, b"risen"), s.log("pool_manager")
         assert s.procs["pool_manager"].poll() is None and s.procs["gateway"].poll() is None
+        # The pools are whole again: the prewarmed generics are back, and the
+        # containers the restart stopped are gone rather than left behind.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rebuilt = generic_ready(s) == 2
+            running = set(pool_containers(s.pool_id, all_states=False))
+            if rebuilt and set(pool_containers(s.pool_id)) == running:
+                break
+            time.sleep(0.5)
+        assert generic_ready(s) == 2, s.log("pool_manager")
+        assert set(pool_containers(s.pool_id)) == set(pool_containers(s.pool_id, all_states=False))
     finally:
         s.down()
+
+
+def generic_ready(s: Stack) -> int:
+    req = urllib.request.Request(f"http://127.0.0.1:{s.control_port}/v1/status",
+                                 headers={"Authorization": f"Bearer {s.token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return int(json.loads(resp.read())["generic"]["ready"])
