@@ -96,8 +96,13 @@ class Runtime:
         except asyncio.CancelledError:
             return  # shutdown; 3.11 would log a cancelled connection task as an error
         finally:
-            self.conn_fds.discard(fd)
             writer.close()
+            # The socket closes a loop turn later. Until it has, a worker forked
+            # meanwhile must still close its copy, or it would hold the
+            # connection open and the client would never see it end.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
+            self.conn_fds.discard(fd)
 
     def health(self) -> dict[str, Any]:
         pool = self.workers

@@ -240,9 +240,18 @@ def test_crash_is_502_and_next_request_works(server: Server, kind: str, named: s
     assert pid_of(client) != old_pid
 
 
+def wait_idle(server: Server) -> None:
+    # The client has the reply a moment before the worker records that it is
+    # done; a kill in between is a death mid-reply, which closes the connection.
+    deadline = time.monotonic() + 5
+    while server.client().health()["busy"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_worker_killed_while_idle_is_replaced(server: Server) -> None:
     client = loaded(server)
     old_pid = pid_of(client)
+    wait_idle(server)
     os.kill(old_pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while os.path.exists(f"/proc/{old_pid}") and time.monotonic() < deadline:
@@ -428,3 +437,21 @@ def test_a_client_gone_before_its_reply_leaves_no_busy_worker(server: Server) ->
     assert (health["workers"], health["busy"]) == (1, 0)
     meta, _ = server.client().invoke("/dict")
     assert meta["status"] == 200
+
+
+def test_a_worker_killed_just_after_replying_never_leaves_its_client_hanging(server: Server) -> None:
+    # Killed before or after it marks itself idle, the worker's connection is
+    # either kept (and serves on) or closed: the client is told either way.
+    loaded(server)
+    outcomes = []
+    for _ in range(50):
+        client = server.client(timeout_s=3.0)
+        pid = pid_of(client)
+        os.kill(pid, signal.SIGKILL)
+        try:
+            meta, _ = client.invoke("/dict")
+            outcomes.append(meta["status"])
+        except (EOFError, ConnectionError):
+            outcomes.append("closed")
+        client.close()
+    assert set(outcomes) <= {200, "closed"}, outcomes
