@@ -166,7 +166,7 @@ def become_worker(invoker: Invoker, ctl: socket.socket, parent: socket.socket,
     code = 1
     try:
         parent.close()
-        for fd in inherited_fds:
+        for fd in set(inherited_fds) - {ctl.fileno()}:
             with contextlib.suppress(OSError):
                 os.close(fd)
         signal.set_wakeup_fd(-1)

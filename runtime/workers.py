@@ -54,10 +54,10 @@ def kill(pid: int) -> None:
 class Worker:
     """The supervisor's end of one forked worker."""
 
-    __slots__ = ("ctl", "exited", "fd", "final", "index", "killed", "leased", "pid", "reader", "writer")
+    __slots__ = ("ctl", "exited", "final", "index", "killed", "leased", "pid", "reader", "writer")
 
     def __init__(self, pid: int, ctl: socket.socket, index: int, exited: asyncio.Future[int]) -> None:
-        self.pid, self.ctl, self.fd, self.index, self.exited = pid, ctl, ctl.fileno(), index, exited
+        self.pid, self.ctl, self.index, self.exited = pid, ctl, index, exited
         self.leased = False  # serving a client connection lent to it
         self.killed = False  # by the watchdog, past its deadline
         self.final = (IDLE, 0.0, 0.0, False)  # its slot when it was reaped
@@ -181,7 +181,10 @@ class Workers:
         pid = os.fork()
         if pid == 0:
             # Copies of the supervisor's sockets would keep peers from seeing EOF.
-            fds = [*self.inherited_fds(), *(w.fd for w in self.children.values())]
+            # A retired worker's socket is closed already (fileno -1), and its old
+            # number may now be this child's own.
+            ctls = (w.ctl.fileno() for w in self.children.values())
+            fds = [*self.inherited_fds(), *(fd for fd in ctls if fd >= 0)]
             worker.become_worker(self.invoker, child, parent, fds, self.slots, index, self.timeout_s)
         child.close()
         # Registered before the first await so that concurrent fills count it.
