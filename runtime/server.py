@@ -54,7 +54,6 @@ class Runtime:
         self.function: str | None = None
         self.version: str | None = None
         self.workers: Workers | None = None  # set by a load of a function
-        self.timeout_s = 30.0
         self.served = False
         self.conn_fds: set[int] = set()
         self.listen_fds: list[int] = []
@@ -128,7 +127,6 @@ class Runtime:
             traceback.print_exc()
             return {"ok": False, "error": {"code": "load_failed", "message": describe_exc(exc)}}
         self.function, self.version = str(meta.get("function") or ""), meta.get("version")
-        self.timeout_s = timeout_s
         self.workers = Workers(Invoker(handler, self.function), concurrency, timeout_s,
                                lambda: [*self.listen_fds, *self.conn_fds])
         gc.freeze()  # keeps workers from dirtying the imported objects' pages
@@ -146,7 +144,7 @@ class Runtime:
             return error_frame(503, "refused", "not_loaded", "no function is loaded", start, 0.0), None
         if getattr(reader, "_buffer", b""):
             raise Closed("a second frame arrived before the first was answered")
-        timeout_s = float(meta.get("timeout_s") or self.timeout_s)
+        timeout_s = float(meta.get("timeout_s") or self.workers.timeout_s)
         try:
             async with asyncio.timeout(timeout_s):  # covers the wait for a worker too
                 chosen = await self.workers.acquire()

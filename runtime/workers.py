@@ -193,21 +193,18 @@ class Workers:
         forked.reader, forked.writer = await asyncio.open_connection(sock=parent)
         self.idle.put_nowait(forked)
 
-    async def retire(self, gone: Worker, kill_it: bool = False) -> str:
-        """Drop a worker from the pool, reap it, fork its replacement; say how it ended."""
+    async def retire(self, gone: Worker) -> None:
+        """Drop a worker from the pool, reap it, fork its replacement."""
         if self.live.get(gone.pid) is gone:
             del self.live[gone.pid]
         gone.writer.close()
-        if kill_it:
-            kill(gone.pid)
         try:
             async with asyncio.timeout(EXIT_GRACE_S):
-                status = await asyncio.shield(gone.exited)
+                await asyncio.shield(gone.exited)
         except TimeoutError:
             kill(gone.pid)
-            status = await gone.exited
+            await gone.exited
         await self.fill()
-        return describe_status(status)
 
     def on_exit(self, pid: int, status: int) -> None:
         """A child was reaped: if it was ours, settle it and replace it."""
