@@ -44,7 +44,7 @@ class Gateway:
         self.control = ControlClient(config.control_url, config.control_token)
         self.routes = Routes(config, self.control)
         self.dispatcher = Dispatcher(config, self.routes, self.demand, self.suspect, on_retire=self.retire)
-        self.access = logs.AccessLog("gateway", log.name)
+        self.access = logs.AccessLog("gateway", log.name, on=config.access_log)
         self._report_now = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -153,7 +153,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         status = resp.status if resp is not None else 500
         metrics.requests_by(label, str(status)).inc()
         metrics.latency_by(label).observe(elapsed_s)
-        if gw.config.access_log and gw.access.enabled():
+        if gw.access.enabled():
             gw.access.write("invoke", {
                 "function": name, "status": status, "duration_ms": round(elapsed_s * 1000, 3),
                 "container": resp.headers.get("X-Hearth-Container") if resp is not None else None,

@@ -239,7 +239,7 @@ def handler(gw: Gateway) -> Callable[[web.Request], Awaitable[web.Response]]:
             _check_answer(result.meta)
             shaped = shape_result(result.meta, result.body)
             metrics.EXECUTIONS.labels(str(shaped.get("status", "unknown"))).inc()
-            if gw.config.access_log and gw.access.enabled():
+            if gw.access.enabled():
                 gw.access.write("execute", {"status": shaped.get("status"), "container": result.container.key,
                                             "duration_ms": shaped.get("duration_ms")})
         finally:

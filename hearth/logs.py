@@ -67,13 +67,14 @@ class AccessLog:
     than the requests being answered in that turn.
     """
 
-    def __init__(self, process: str, logger: str, stream: IO[bytes] | None = None) -> None:
+    def __init__(self, process: str, logger: str, stream: IO[bytes] | None = None, on: bool = True) -> None:
         self.process, self.logger = process, logger
         self.stream = stream
+        self.on = on  # HEARTH_ACCESS_LOG
         self.lines: list[bytes] = []
 
     def enabled(self) -> bool:
-        return logging.getLogger(self.logger).isEnabledFor(logging.INFO)
+        return self.on and logging.getLogger(self.logger).isEnabledFor(logging.INFO)
 
     def write(self, msg: str, fields: dict[str, Any]) -> None:
         entry: dict[str, Any] = {"ts": round(time.time(), 3), "level": "info", "process": self.process,

@@ -51,5 +51,7 @@ def test_the_access_log_follows_the_log_level(level: str, enabled: bool) -> None
     logger.setLevel(level)
     try:
         assert logs.AccessLog("gateway", "hearth.test-access").enabled() is enabled
+        # HEARTH_ACCESS_LOG=false turns it off whatever the level
+        assert logs.AccessLog("gateway", "hearth.test-access", on=False).enabled() is False
     finally:
         logger.setLevel(old)
